@@ -1,0 +1,202 @@
+"""``megameta`` command line: one subcommand per verb, each parse -> build -> run -> close.
+
+Exit codes: 0 success, 2 bad input or config (the message names the field,
+file or line), 3 stopped on a preemption signal after checkpointing (requeue),
+1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from megameta.errors import EXIT_BAD_INPUT, EXIT_FAILURE, MegaMetaError
+
+
+def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="run config YAML (see configs/)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. train.micro_batch_size=8 phases[1].alpha=0.5",
+    )
+
+
+def _load(args):
+    from megameta.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_fetch_demo_corpus(args) -> int:
+    from megameta.data.corpus import fetch_demo_corpus
+
+    fetch_demo_corpus(args.out, force=args.force)
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    from megameta.pipeline import ensure_corpus, ensure_tokenizer
+
+    cfg = _load(args)
+    if args.force and cfg.tokenizer_dir.exists():
+        import shutil
+
+        shutil.rmtree(cfg.tokenizer_dir)
+    ensure_corpus(cfg)
+    ensure_tokenizer(cfg)
+    return 0
+
+
+def cmd_preprocess(args) -> int:
+    from megameta.pipeline import ensure_shards
+
+    cfg = _load(args)
+    if args.workers:
+        cfg.data.workers = args.workers
+    ensure_shards(cfg)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from megameta.train.trainer import train_phase
+
+    cfg = _load(args)
+    phase = args.phase
+    if phase is None:
+        if len(cfg.phases) != 1:
+            from megameta.errors import ConfigError
+
+            names = ", ".join(p.name for p in cfg.phases + cfg.baseline) or "none"
+            raise ConfigError(f"--phase is required when the config has several phases ({names})")
+        phase = cfg.phases[0].name
+    return train_phase(cfg, phase)
+
+
+def cmd_convert(args) -> int:
+    from megameta.convert import convert
+
+    t = time.time()
+    info = convert(args.checkpoint, args.out, tag=args.tag, dtype=args.dtype, verify=not args.no_verify)
+    verified = (
+        f", verified (max |logit diff| {info['verify_max_abs_diff']:.1e})"
+        if "verify_max_abs_diff" in info
+        else ""
+    )
+    print(
+        f"converted {info['tag']} (phase {info['phase']}, step {info['step']}) -> {args.out}{verified} in {time.time() - t:.1f}s"
+    )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from megameta.evaluate.report import run_evaluation
+
+    cfg = _load(args)
+    out = args.out or os.path.join(args.model, "eval")
+    run_evaluation(args.model, cfg.corpus.dir, cfg.evaluate, out)
+    print(f"report: {os.path.join(out, 'report.md')}")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from megameta.pipeline import run_pipeline
+
+    return run_pipeline(_load(args), with_baseline=args.with_baseline)
+
+
+def cmd_inspect(args) -> int:
+    from megameta.inspect import inspect_path
+
+    print(inspect_path(args.path, env=args.env, alpha=args.alpha))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="megameta", description="Cross-lingual LM meta-pretraining with DeepSpeed."
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser(
+        "fetch-demo-corpus", help="build the embedded real corpus (Wikipedia leads en/fr/es, UDHR)"
+    )
+    p.add_argument("--out", default="cache/demo_corpus")
+    p.add_argument("--force", action="store_true", help="rebuild even if complete")
+    p.set_defaults(fn=cmd_fetch_demo_corpus)
+
+    p = sub.add_parser("tokenizer", help="train the shared SentencePiece vocabulary -> HF tokenizer dir")
+    _config_args(p)
+    p.add_argument("--force", action="store_true", help="retrain even if the tokenizer exists")
+    p.set_defaults(fn=cmd_tokenizer)
+
+    p = sub.add_parser("preprocess", help="raw text -> memory-mapped token shards + manifest.json")
+    _config_args(p)
+    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: data.workers)")
+    p.set_defaults(fn=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train one phase (run under deepspeed, torchrun, mpirun or srun)")
+    _config_args(p)
+    p.add_argument("--phase", help="phase name (required when the config has several)")
+    p.add_argument(
+        "--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS
+    )  # set by the deepspeed launcher
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("convert", help="checkpoint -> Hugging Face model dir (verified)")
+    p.add_argument("checkpoint", help="phase dir, checkpoints dir or one checkpoint dir")
+    p.add_argument("out", help="output HF model dir")
+    p.add_argument("--tag", help="checkpoint tag (default: newest valid)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--no-verify", action="store_true", help="skip the logits check against transformers")
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("evaluate", help="evaluation suite -> report.json, report.md, plots")
+    p.add_argument("--model", required=True, help="HF model dir (from `megameta convert`)")
+    p.add_argument("--out", help="report dir (default: MODEL/eval)")
+    _config_args(p)
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser(
+        "pipeline", help="the whole recipe: corpus, tokenizer, shards, phases, convert, evaluate"
+    )
+    _config_args(p)
+    p.add_argument(
+        "--with-baseline", action="store_true", help="also train and evaluate the single-phase baseline"
+    )
+    p.set_defaults(fn=cmd_pipeline)
+
+    p = sub.add_parser("inspect", help="summary of a shard dir, a checkpoint dir or the environment")
+    p.add_argument("path", nargs="?", help="shard dir or phase/checkpoint dir")
+    p.add_argument(
+        "--env",
+        action="store_true",
+        help="report active kernels (attention, LayerNorm, optimizer, precision)",
+    )
+    p.add_argument("--alpha", type=float, default=0.3, help="sampling exponent for shard probabilities")
+    p.set_defaults(fn=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except MegaMetaError as e:
+        print(f"megameta {args.verb}: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"megameta {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"megameta {args.verb}: out of memory", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["EXIT_BAD_INPUT", "main"]

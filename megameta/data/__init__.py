@@ -1,0 +1,1 @@
+"""Corpus fetching, normalization and loading for MegaMeta."""

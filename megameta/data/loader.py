@@ -1,0 +1,155 @@
+"""Shards -> packed, masked MLM batches addressed by global sample index.
+
+:class:`MLMStream` owns one phase's languages. ``batch(indices)`` returns the
+masked sequences for any set of global sample indices; the trainer asks for
+the slice of the global batch that belongs to its rank, so the stream is the
+same for any world size and the data state is one integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from megameta.data.masking import IGNORE_INDEX, mask_tokens, special_table, word_start_table
+from megameta.data.sampler import LanguageSampler
+from megameta.data.shards import TokenShard, check_vocab, read_manifest
+from megameta.data.tokenizer import vocab_hash
+from megameta.errors import InputError
+
+
+@dataclass
+class TokenIds:
+    """The special ids the packer and masker need (XLM-R layout by default)."""
+
+    bos: int = 0
+    pad: int = 1
+    eos: int = 2
+    unk: int = 3
+    mask: int = -1
+    vocab_size: int = 0
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> TokenIds:
+        return cls(
+            tok.bos_token_id,
+            tok.pad_token_id,
+            tok.eos_token_id,
+            tok.unk_token_id,
+            tok.mask_token_id,
+            len(tok),
+        )
+
+
+class PackedLanguage:
+    """One language's shard viewed as fixed-length packed sequences ``<s> chunk </s>``."""
+
+    def __init__(self, shard: TokenShard, seq_len: int, ids: TokenIds):
+        if shard.n_docs == 0:
+            raise InputError(f"{shard.path}: shard has no documents")
+        self.shard, self.seq_len, self.ids = shard, seq_len, ids
+        self.chunk = seq_len - 2
+        self.n_chunks = max(1, shard.stream_len // self.chunk)
+
+    def sequences(self, chunks: np.ndarray) -> np.ndarray:
+        """int64 [len(chunks), seq_len] packed sequences (pad only when the whole stream is shorter)."""
+        x = chunks[:, None] * self.chunk + np.arange(self.chunk)[None, :]
+        valid = x < self.shard.stream_len
+        body = self.shard.stream_tokens(np.where(valid, x, 0), self.ids.eos)
+        body[~valid] = self.ids.pad
+        out = np.full((len(chunks), self.seq_len), self.ids.pad, dtype=np.int64)
+        out[:, 0] = self.ids.bos
+        out[:, 1:-1] = body
+        n_valid = valid.sum(axis=1)
+        out[np.arange(len(chunks)), n_valid + 1] = self.ids.eos
+        return out
+
+
+class MLMStream:
+    """Language-balanced, masked batches for one phase.
+
+    Args:
+        shard_dir: root with ``manifest.json`` and ``<lang>/<split>.bin/.idx``.
+        langs: languages in this phase (fixed order = language index).
+        tokenizer: the HF tokenizer (its vocabulary hash must match the shards').
+        alpha_at: sampling exponent as a function of the global sample index.
+    """
+
+    def __init__(
+        self,
+        shard_dir: str | Path,
+        langs: list[str],
+        tokenizer_dir: str | Path,
+        tokenizer,
+        seq_len: int,
+        seed: int,
+        mask_prob: float,
+        alpha_at: Callable[[int], float],
+        whole_word_mask: bool = False,
+        split: str = "train",
+    ):
+        manifest = read_manifest(shard_dir)
+        check_vocab(manifest, vocab_hash(tokenizer_dir), shard_dir)
+        self.langs = list(langs)
+        self.ids = TokenIds.from_tokenizer(tokenizer)
+        self.seq_len, self.seed, self.mask_prob = seq_len, seed, mask_prob
+        self.packed: list[PackedLanguage] = []
+        tokens = []
+        for lang in self.langs:
+            if split not in manifest["languages"].get(lang, {}):
+                raise InputError(
+                    f"{Path(shard_dir) / lang / split}: language '{lang}' has no '{split}' shard (in config, absent on disk)"
+                )
+            shard = TokenShard(Path(shard_dir) / lang / split)
+            self.packed.append(PackedLanguage(shard, seq_len, self.ids))
+            tokens.append(max(shard.n_tokens, 1))
+        self.special = special_table(
+            self.ids.vocab_size, [self.ids.bos, self.ids.pad, self.ids.eos, self.ids.unk, self.ids.mask]
+        )
+        self.word_start = word_start_table(tokenizer) if whole_word_mask else None
+        self.sampler = LanguageSampler([p.n_chunks for p in self.packed], tokens, alpha_at, seed)
+
+    def _assemble(
+        self, lang: np.ndarray, chunk: np.ndarray, sample_ids: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        seqs = np.empty((len(lang), self.seq_len), dtype=np.int64)
+        for lang_id in np.unique(lang):
+            sel = lang == lang_id
+            seqs[sel] = self.packed[lang_id].sequences(chunk[sel])
+        inputs, labels = mask_tokens(
+            seqs,
+            sample_ids,
+            self.seed,
+            self.mask_prob,
+            self.ids.mask,
+            self.special,
+            self.ids.vocab_size,
+            self.word_start,
+        )
+        return {
+            "input_ids": torch.from_numpy(inputs),
+            "attention_mask": torch.from_numpy((seqs != self.ids.pad).astype(np.int64)),
+            "labels": torch.from_numpy(labels),
+            "lang": torch.from_numpy(lang.astype(np.int64)),
+            "sample_id": torch.from_numpy(np.asarray(sample_ids, dtype=np.int64)),
+        }
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """Masked batch for global sample ``indices`` (int64 [B])."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lang, chunk, _ = self.sampler.lookup(indices)
+        return self._assemble(lang, chunk, indices)
+
+    def fixed_batch(self, lang_id: int, chunks: np.ndarray) -> dict[str, torch.Tensor]:
+        """A deterministic batch of given chunks of one language (validation)."""
+        chunks = np.asarray(chunks, dtype=np.int64) % self.packed[lang_id].n_chunks
+        lang = np.full(len(chunks), lang_id, dtype=np.int64)
+        # Validation sample ids live far from training ids so their masks differ.
+        return self._assemble(lang, chunks, (1 << 40) + lang_id * (1 << 32) + chunks)
+
+
+__all__ = ["IGNORE_INDEX", "MLMStream", "PackedLanguage", "TokenIds"]

@@ -1,0 +1,163 @@
+"""Train the shared SentencePiece vocabulary and save it as a Hugging Face tokenizer dir.
+
+The vocabulary is trained on a language-smoothed sample of the multilingual
+corpus (as XLM-R): language l contributes a share q_l = p_l^alpha / sum_k p_k^alpha
+of the training sentences, where p_l is its share of documents. Low-resource
+languages are repeated to reach their share, high-resource ones subsampled.
+
+The saved dir holds ``sentencepiece.bpe.model`` plus the HF tokenizer files, so
+``AutoTokenizer.from_pretrained(dir)`` gives XLM-R's id layout: ``<s>``=0,
+``<pad>``=1, ``</s>``=2, ``<unk>``=3, SentencePiece piece i -> i + 1, ``<mask>`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from megameta.data.readers import iter_documents
+from megameta.errors import InputError
+
+SPM_FILE = "sentencepiece.bpe.model"
+MAX_SENTENCE_BYTES = 8192
+
+
+def smoothed_probs(counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """q_l = p_l^alpha / sum_k p_k^alpha with p_l = n_l / sum n. Languages with n_l = 0 get 0."""
+    langs = list(counts)
+    n = np.array([counts[lang] for lang in langs], dtype=np.float64)
+    if n.sum() <= 0:
+        raise InputError("no documents in any language: cannot compute sampling probabilities")
+    p = n / n.sum()
+    q = np.where(p > 0, p, 0.0) ** alpha * (p > 0)
+    q = q / q.sum()
+    return dict(zip(langs, q.tolist(), strict=True))
+
+
+def vocab_hash(tokenizer_dir: str | Path) -> str:
+    """sha256 of the SentencePiece model: shards record it, training refuses a mismatch."""
+    path = Path(tokenizer_dir) / SPM_FILE
+    if not path.exists():
+        raise InputError(f"tokenizer not found: {path} (run `megameta tokenizer` first)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_tokenizer(tokenizer_dir: str | Path):
+    """The HF tokenizer saved by :func:`train_tokenizer`."""
+    from transformers import AutoTokenizer
+
+    vocab_hash(tokenizer_dir)  # clear error when missing
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+def _sample_sentences(
+    sources: dict[str, list[str]], text_field: str, alpha: float, total: int, seed: int, out
+) -> dict[str, int]:
+    # Pass 1 counts documents per language (a streaming read, no text kept).
+    counts = {lang: sum(1 for _ in _docs(files, text_field)) for lang, files in sources.items()}
+    empty = [lang for lang, n in counts.items() if n == 0]
+    if empty:
+        raise InputError(
+            f"no documents for language(s) {', '.join(empty)} in {', '.join(sum((sources[lang] for lang in empty), []))}"
+        )
+    q = smoothed_probs(counts, alpha)
+    written = {}
+    # Pass 2 keeps each document with probability quota/n; quota > n repeats documents.
+    for lang, files in sources.items():
+        quota = q[lang] * total
+        rng = random.Random(f"{seed}:{lang}")
+        repeats, frac = divmod(quota / counts[lang], 1.0)
+        written[lang] = 0
+        for doc in _docs(files, text_field):
+            k = int(repeats) + (rng.random() < frac)
+            if k:
+                line = (
+                    doc.replace("\n", " ")
+                    .encode("utf-8")[:MAX_SENTENCE_BYTES]
+                    .decode("utf-8", errors="ignore")
+                )
+                out.write((line + "\n") * k)
+                written[lang] += k
+    return written
+
+
+def _docs(files: list[str], text_field: str):
+    for path in files:
+        yield from iter_documents(path, text_field)
+
+
+def train_tokenizer(
+    sources: dict[str, list[str]],
+    out_dir: str | Path,
+    vocab_size: int = 8000,
+    model_type: str = "unigram",
+    alpha: float = 0.3,
+    max_sentences: int = 200_000,
+    character_coverage: float = 0.9995,
+    text_field: str = "text",
+    seed: int = 0,
+    num_threads: int = 2,
+) -> dict:
+    """Train the shared vocabulary on ``sources`` (lang -> files) and write an HF tokenizer dir.
+
+    Returns a summary dict (sentences per language, vocab size, hash). The dir appears
+    atomically: it is built under a temporary name and renamed when complete.
+    """
+    import sentencepiece as spm
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir.parent))
+    try:
+        sample_path = work / "sample.txt"
+        with open(sample_path, "w", encoding="utf-8") as f:
+            written = _sample_sentences(sources, text_field, alpha, max_sentences, seed, f)
+        spm.SentencePieceTrainer.train(
+            input=str(sample_path),
+            model_prefix=str(work / "spm"),
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            max_sentence_length=MAX_SENTENCE_BYTES,
+            input_sentence_size=max_sentences * 2,
+            shuffle_input_sentence=True,
+            num_threads=num_threads,
+            seed_sentencepiece_size=min(1_000_000, max_sentences * 10),
+            # ids 0-2 as fairseq's dictionary expects; the HF tokenizer adds <pad> and <mask> around them
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            minloglevel=2,
+        )
+        hf_dir = work / "hf"
+        hf_dir.mkdir()
+        shutil.copy(work / "spm.model", hf_dir / SPM_FILE)
+        from transformers import XLMRobertaTokenizer
+
+        tok = XLMRobertaTokenizer.from_pretrained(str(hf_dir))
+        tok.model_max_length = 512
+        tok.save_pretrained(str(hf_dir))
+        summary = {
+            "vocab_size": len(tok),
+            "spm_pieces": vocab_size,
+            "model_type": model_type,
+            "alpha": alpha,
+            "sentences": written,
+            "vocab_hash": vocab_hash(hf_dir),
+        }
+        (hf_dir / "megameta_tokenizer.json").write_text(json.dumps(summary, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        hf_dir.rename(out_dir)
+        return summary
+    except RuntimeError as e:  # sentencepiece reports bad settings (e.g. vocab too large) this way
+        raise InputError(f"SentencePiece training failed: {e}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,157 @@
+"""Helpers shared by the evaluation parts: input checks, file reading, model loading, pooling."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from megameta.errors import InputError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+def check_model_dir(model_dir: str) -> None:
+    """Raise `InputError` naming the path unless `model_dir` holds config.json and weights."""
+    if not os.path.isdir(model_dir):
+        raise InputError(f"model dir not found: {model_dir}")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise InputError(f"model dir has no config.json: {os.path.join(model_dir, 'config.json')}")
+    if not any(os.path.isfile(os.path.join(model_dir, f)) for f in WEIGHT_FILES):
+        raise InputError(f"model dir has no weights ({' / '.join(WEIGHT_FILES)}): {model_dir}")
+
+
+def require_file(path: str) -> str:
+    """Return `path` if it is a file, else raise `InputError` naming it."""
+    if not os.path.isfile(path):
+        raise InputError(f"file not found: {path}")
+    return path
+
+
+def read_jsonl(path: str) -> Iterator[dict[str, Any]]:
+    """Yield one dict per non-empty line; a bad line raises `InputError` naming ``path:line``."""
+    with open(require_file(path), encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{n}: expected a JSON object")
+            yield row
+
+
+@contextmanager
+def quiet_hf() -> Iterator[None]:
+    """Silence transformers' load messages and progress bars (restored afterwards).
+
+    Loading a masked-LM checkpoint into a base or classification class reports unused or newly
+    initialised weights; here that is expected, not a problem worth printing.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(model_dir: str):
+    """The model dir's tokenizer (XLM-R SentencePiece, fairseq id offset)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; anything else is passed to `torch.device`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batches(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def encode_padded(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """Tokenize with ``<s> ... </s>``, truncate to `max_len` tokens, pad to the longest in the batch."""
+    return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+
+
+def fit_length(model_config, requested: int) -> int:
+    """`requested` capped at the positions the model has.
+
+    XLM-R position ids start at ``pad_token_id + 1``, so a model with ``max_position_embeddings``
+    P takes at most ``P - pad_token_id - 1`` tokens (514 -> 512 for XLM-R base).
+    """
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions is None:
+        return requested
+    offset = (getattr(model_config, "pad_token_id", None) or 0) + 1
+    return min(requested, positions - offset)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-pad positions (``<s>``/``</s>`` included): [B, L, H], [B, L] -> [B, H]."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+@torch.no_grad()
+def embed_texts(
+    encoder,
+    tokenizer,
+    texts: list[str],
+    *,
+    layer: int,
+    max_len: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Mean-pooled hidden states of `layer` (HF ``hidden_states`` indexing) -> float32 [N, H] on CPU.
+
+    `encoder` is a base model (``AutoModel``) already on `device` and in eval mode. Texts are
+    truncated to `max_len` tokens, capped by the model's position limit (`fit_length`).
+    """
+    max_len = fit_length(encoder.config, max_len)
+    ids = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    # Batches of similar length waste little compute on padding; rows are put back in input order.
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.zeros(len(ids), encoder.config.hidden_size)
+    for sl in batches(len(order), batch_size):
+        rows = order[sl]
+        enc = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(device)
+        res = encoder(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True
+        )
+        try:
+            hidden = res.hidden_states[layer]
+        except IndexError:
+            raise InputError(
+                f"retrieval_layer {layer} out of range: the model has {len(res.hidden_states)} hidden states"
+            ) from None
+        out[rows] = mean_pool(hidden.float(), enc["attention_mask"]).cpu()
+    return out
+
+
+def load_encoder(model_dir: str, device: torch.device):
+    """The base encoder (no LM head) of the model dir, in eval mode on `device`."""
+    from transformers import AutoModel
+
+    with quiet_hf():
+        model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+    return model.to(device).eval()

@@ -1,0 +1,289 @@
+"""XLM-R encoder with a masked-LM head, parameter-for-parameter identical to Hugging Face.
+
+The module tree and ``state_dict()`` keys match ``transformers.XLMRobertaForMaskedLM``
+(``roberta.embeddings.*``, ``roberta.encoder.layer.{i}.*``, ``lm_head.*``) so that weights load
+strictly both ways. Two things differ from the Hugging Face implementation, neither visible in
+the weights:
+
+* attention always goes through ``F.scaled_dot_product_attention`` (flash / memory-efficient
+  kernels on GPU), and the padding mask is dropped when nothing is padded so that flash applies;
+* with labels, the output layer runs only on the masked positions, in chunks whose gradients
+  are formed in forward, so a (tokens x vocabulary) logits tensor is never materialised.
+  With a 250k vocabulary and 15% masking this removes ~85% of the model's FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from megameta.kernels import layer_norm_class
+from megameta.model.config import ModelConfig
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MaskedLMOutput:
+    """What ``XLMRForMaskedLM.forward`` returns.
+
+    With labels: ``loss`` is the mean fp32 cross-entropy over masked tokens (a graph-connected 0.0
+    when nothing is masked), ``token_losses`` the per-token fp32 losses (detached) and
+    ``masked_rows`` the batch row of each masked token, both in the order of
+    ``labels.ne(-100).nonzero()``; ``logits`` is None. Without labels: ``logits`` is [B, T, V]
+    and the other fields are None.
+    """
+
+    loss: Tensor | None = None
+    token_losses: Tensor | None = None
+    masked_rows: Tensor | None = None
+    logits: Tensor | None = None
+
+
+class _Group(nn.Module):
+    """A plain container that only exists to reproduce Hugging Face's parameter names."""
+
+    def __init__(*args: nn.Module, **children: nn.Module) -> None:
+        # ``self`` is taken positionally because "self" is one of Hugging Face's child names.
+        (group,) = args
+        nn.Module.__init__(group)
+        for name, child in children.items():
+            group.add_module(name, child)
+
+
+class Embeddings(nn.Module):
+    """Word + learned position (RoBERTa offset) + single token-type embedding, LayerNorm, dropout."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        norm = layer_norm_class()
+        self.padding_idx = cfg.pad_token_id
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            cfg.max_position_embeddings, cfg.hidden_size, padding_idx=cfg.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(1, cfg.hidden_size)
+        self.LayerNorm = norm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """[B, T] token ids -> [B, T, H] embeddings."""
+        # RoBERTa numbers real tokens from pad_token_id + 1; padding keeps position pad_token_id.
+        not_pad = input_ids.ne(self.padding_idx).int()
+        positions = torch.cumsum(not_pad, dim=1, dtype=torch.int32) * not_pad + self.padding_idx
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions.long())
+        # Only one token type exists, so its lookup is a broadcast add of row 0.
+        x = x + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x))
+
+
+class Layer(nn.Module):
+    """Post-LayerNorm transformer layer: self-attention and a GELU feed-forward block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, norm = cfg.hidden_size, layer_norm_class()
+        self.num_heads = cfg.num_heads
+        self.attention_dropout = cfg.attention_dropout
+        self.attention = _Group(
+            self=_Group(query=nn.Linear(h, h), key=nn.Linear(h, h), value=nn.Linear(h, h)),
+            output=_Group(dense=nn.Linear(h, h), LayerNorm=norm(h, eps=cfg.layer_norm_eps)),
+        )
+        self.intermediate = _Group(dense=nn.Linear(h, cfg.intermediate_size))
+        self.output = _Group(
+            dense=nn.Linear(cfg.intermediate_size, h), LayerNorm=norm(h, eps=cfg.layer_norm_eps)
+        )
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x: [B, T, H]; mask: bool [B, 1, 1, T], True = attend, or None for no padding."""
+        b, t, h = x.shape
+        attn = self.attention.self
+        q, k, v = (
+            proj(x).view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
+            for proj in (attn.query, attn.key, attn.value)
+        )
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
+        a = a.transpose(1, 2).reshape(b, t, h)
+        out = self.attention.output
+        x = out.LayerNorm(x + self.dropout(out.dense(a)))
+        y = self.output.dense(F.gelu(self.intermediate.dense(x)))
+        return self.output.LayerNorm(x + self.dropout(y))
+
+
+class LMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> decoder (weight tied to the word embeddings) + bias."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.layer_norm = layer_norm_class()(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        # Same Parameter object as decoder.bias, as in Hugging Face: both keys are saved.
+        self.bias = self.decoder.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[..., H] hidden states -> [..., V] logits."""
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
+
+
+class XLMRForMaskedLM(nn.Module):
+    """XLM-R masked language model; ``state_dict()`` equals ``XLMRobertaForMaskedLM``'s.
+
+    ``cfg`` is resolved and validated here; ``cfg.vocab_size`` must be set (> 0).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg = cfg.resolved()
+        cfg.validate()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (> 0) before building the model")
+        self.cfg = cfg
+        layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.roberta = _Group(embeddings=Embeddings(cfg), encoder=_Group(layer=layers))
+        self.lm_head = LMHead(cfg)
+        self.lm_head.decoder.weight = self.roberta.embeddings.word_embeddings.weight
+        self.apply(self._init_weights)
+        if cfg.compile:
+            for layer in layers:
+                layer.compile()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.cfg.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, (nn.LayerNorm, layer_norm_class())):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, layer: int = -1) -> Tensor:
+        """Hidden states [B, T, H] after encoder layer ``layer`` (Python indexing over layers)."""
+        layers = self.roberta.encoder.layer
+        last = range(len(layers))[layer]
+        x = self.roberta.embeddings(input_ids)
+        mask = _padding_mask(attention_mask)
+        recompute = self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for block in layers[: last + 1]:
+            x = checkpoint(block, x, mask, use_reentrant=False) if recompute else block(x, mask)
+        return x
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+    ) -> MaskedLMOutput:
+        """input_ids, attention_mask (1 = token, 0 = padding), labels: [B, T]; -100 = not masked."""
+        hidden = self.encode(input_ids, attention_mask)
+        if labels is None:
+            return MaskedLMOutput(logits=self.lm_head(hidden))
+        return self._masked_loss(hidden, labels)
+
+    def _masked_loss(self, hidden: Tensor, labels: Tensor) -> MaskedLMOutput:
+        b, t, h = hidden.shape
+        flat = labels.reshape(-1)
+        index = flat.ne(IGNORE_INDEX).nonzero().squeeze(1)
+        masked_rows = torch.div(index, t, rounding_mode="floor")
+        if index.numel() == 0:
+            zero = hidden.sum().float() * 0.0
+            return MaskedLMOutput(zero, zero.new_zeros(0).detach(), masked_rows)
+        head = self.lm_head
+        rows = hidden.reshape(b * t, h).index_select(0, index)
+        rows = head.layer_norm(F.gelu(head.dense(rows)))
+        loss, token_losses = _ChunkedLinearCrossEntropy.apply(
+            rows, head.decoder.weight, head.bias, flat.index_select(0, index), self.cfg.loss_chunk_size
+        )
+        return MaskedLMOutput(loss, token_losses, masked_rows)
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``x @ weight.T + bias`` against targets, one row chunk at a time.
+
+    The gradients are computed in forward, chunk by chunk, while each chunk's logits are alive:
+    only a [chunk, V] block ever exists, and nothing is recomputed in backward (which would cost
+    another pass over the vocabulary, the model's largest matmul). Backward just scales them.
+    Returns ``(mean loss, per-token losses)``, both fp32; the second is not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int):
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        # Low-precision weights accumulate their gradient in fp32 across chunks.
+        acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        losses = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        for start in range(0, x.shape[0], chunk):
+            xs, ts = x[start : start + chunk], targets[start : start + chunk]
+            logits = torch.addmm(bias, xs, weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            losses[start : start + chunk] = lse - logits.gather(1, ts[:, None]).squeeze(1)
+            if need_x or need_w or need_b:
+                # d(loss_i)/d(logits_i) = softmax_i - onehot(target_i), reusing the logits buffer.
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(ts), device=ts.device), ts] -= 1.0
+                if need_b:
+                    grad_b += probs.sum(0)
+                probs = probs.to(weight.dtype)
+                if need_x:
+                    grad_x[start : start + chunk] = probs @ weight
+                if need_w:
+                    grad_w.addmm_(probs.t().to(acc), xs.to(acc))
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        ctx.n, ctx.dtypes = x.shape[0], (weight.dtype, bias.dtype)
+        ctx.mark_non_differentiable(losses)
+        return losses.mean(), losses
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_losses: Tensor):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        scale = grad_loss / ctx.n
+        w_dtype, b_dtype = ctx.dtypes
+        return (
+            None if grad_x is None else grad_x * scale.to(grad_x.dtype),
+            None if grad_w is None else (grad_w * scale).to(w_dtype),
+            None if grad_b is None else (grad_b * scale).to(b_dtype),
+            None,
+            None,
+        )
+
+
+def _padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """[B, T] 0/1 mask -> bool [B, 1, 1, T] for SDPA, or None when nothing is padded.
+
+    Dropping an all-ones mask costs one host sync but lets SDPA pick the flash kernel, which
+    takes no mask; packed pre-training batches are almost never padded.
+    """
+    if attention_mask is None or bool(attention_mask.bool().all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, mask_fraction: float = 0.15) -> float:
+    """Training FLOPs (forward + backward) per input token for this model's masked-LM step.
+
+    ``6 * N_enc + 12 * L * H * T + 6 * mask_fraction * (H^2 + H * V)`` where
+    ``N_enc = L * (4 H^2 + 2 H F)`` are the encoder's matmul weights (2 FLOPs per multiply-add,
+    x3 for forward + backward), ``12 L H T`` is attention's QK^T and AV, and the LM head (dense +
+    decoder) runs only on the masked fraction. Embedding lookups, norms and the activation
+    checkpointing recomputation are not counted (model FLOPs, as used for MFU).
+    """
+    c = cfg.resolved()
+    layers, h, f, v = c.num_layers, c.hidden_size, c.intermediate_size, c.vocab_size
+    encoder = 6 * layers * (4 * h * h + 2 * h * f) + 12 * layers * h * seq_len
+    return float(encoder + 6 * mask_fraction * (h * h + h * v))

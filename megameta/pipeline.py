@@ -1,0 +1,257 @@
+"""The whole recipe as resumable steps: corpus, tokenizer, shards, phases, convert, evaluate.
+
+Each step checks its own completion marker and is skipped on rerun, so a
+pipeline killed anywhere continues where it stopped (a training phase resumes
+from its newest checkpoint). Training phases run in child processes started by
+the configured launcher, exactly as a user would start them by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from megameta.config import PhaseConfig, RunConfig, dump_config
+from megameta.errors import EXIT_BAD_INPUT, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.train.trainer import DONE
+
+
+def say(msg: str) -> None:
+    print(f"[pipeline] {msg}", flush=True)
+
+
+def ensure_corpus(cfg: RunConfig) -> None:
+    corpus = Path(cfg.corpus.dir)
+    if (corpus / "manifest.json").exists():
+        return
+    if not cfg.corpus.demo:
+        if not corpus.exists():
+            raise InputError(f"corpus.dir: {corpus} does not exist")
+        return
+    from megameta.data.corpus import fetch_demo_corpus
+
+    say(f"building the demo corpus in {corpus}")
+    fetch_demo_corpus(corpus)
+
+
+def resolved_sources(cfg: RunConfig) -> dict[str, dict[str, list[str]]]:
+    """split -> lang -> absolute-or-cwd-relative files (``hf:`` sources pass through)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for split, by_lang in (("train", cfg.data.sources), ("valid", cfg.data.valid_sources)):
+        if by_lang:
+            out[split] = {
+                lang: [f if f.startswith("hf:") else str(cfg.source_path(f)) for f in files]
+                for lang, files in by_lang.items()
+            }
+    return out
+
+
+def ensure_tokenizer(cfg: RunConfig) -> None:
+    from megameta.data.tokenizer import train_tokenizer
+
+    if (cfg.tokenizer_dir / "megameta_tokenizer.json").exists():
+        say(f"tokenizer: {cfg.tokenizer_dir} exists, skipped")
+        return
+    t = time.time()
+    t_cfg = cfg.tokenizer
+    summary = train_tokenizer(
+        resolved_sources(cfg)["train"],
+        cfg.tokenizer_dir,
+        vocab_size=t_cfg.vocab_size,
+        model_type=t_cfg.model_type,
+        alpha=t_cfg.alpha,
+        max_sentences=t_cfg.max_sentences,
+        character_coverage=t_cfg.character_coverage,
+        text_field=cfg.data.text_field,
+        seed=t_cfg.seed,
+    )
+    say(
+        f"tokenizer: {summary['vocab_size']} ids ({t_cfg.model_type}) -> {cfg.tokenizer_dir} in {time.time() - t:.0f}s"
+    )
+
+
+def ensure_shards(cfg: RunConfig) -> dict:
+    from megameta.data.preprocess import preprocess, summary_table
+
+    t = time.time()
+    manifest = preprocess(
+        resolved_sources(cfg), cfg.tokenizer_dir, cfg.shard_dir, cfg.data.text_field, cfg.data.workers
+    )
+    print(summary_table(manifest), flush=True)
+    say(f"shards: {cfg.shard_dir} in {time.time() - t:.0f}s")
+    return manifest
+
+
+def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> list[str]:
+    """The command line that trains ``phase`` with the configured launcher."""
+    n = cfg.launch.nproc
+    args = ["train", "--config", str(config_path), "--phase", phase]
+    if cfg.launch.launcher == "deepspeed":
+        return [
+            "deepspeed",
+            "--num_gpus",
+            str(n),
+            "--master_port",
+            str(port),
+            "--module",
+            "megameta.cli",
+            *args,
+        ]
+    if cfg.launch.launcher == "torchrun":
+        return [
+            "torchrun",
+            "--nproc_per_node",
+            str(n),
+            "--master_port",
+            str(port),
+            "-m",
+            "megameta.cli",
+            *args,
+        ]
+    if cfg.launch.launcher == "mpirun":
+        return ["mpirun", "-np", str(n), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
+                "-x", f"MASTER_PORT={port}", sys.executable, "-m", "megameta.cli", *args]  # fmt: skip
+    return [sys.executable, "-m", "megameta.cli", *args]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_phase(cfg: RunConfig, config_path: Path, phase: PhaseConfig) -> None:
+    phase_dir = cfg.phase_dir(phase.name)
+    if (phase_dir / DONE).exists():
+        say(f"phase {phase.name}: complete, skipped")
+        return
+    if phase.init_from and not Path(phase.init_from).exists():
+        ref_dir = cfg.phase_dir(phase.init_from)
+        if not (ref_dir / DONE).exists():
+            raise InputError(
+                f"phase {phase.name}: init_from phase '{phase.init_from}' has not finished ({ref_dir / DONE} missing)"
+            )
+    cmd = launch_command(cfg, config_path, phase.name, _free_port())
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(cfg.launch.omp_threads))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    say(f"phase {phase.name}: {' '.join(cmd)}")
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    code = subprocess.call(cmd, env=env)
+    if code == EXIT_REQUEUE:
+        raise _Requeue(f"phase {phase.name} stopped on a signal after checkpointing; rerun to resume")
+    if code != 0 or not (phase_dir / DONE).exists():
+        raise MegaMetaError(
+            f"phase {phase.name} failed (exit code {code}); see the log above. Rerun to resume from its last checkpoint."
+        )
+
+
+class _Requeue(MegaMetaError):
+    exit_code = EXIT_REQUEUE
+
+
+def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
+    from megameta.convert import convert
+
+    done = json.loads((cfg.phase_dir(phase.name) / DONE).read_text())
+    out = cfg.hf_dir(phase.name)
+    prov = out / "megameta_provenance.json"
+    if prov.exists() and json.loads(prov.read_text()).get("tag") == done["tag"]:
+        say(f"convert {phase.name}: {out} up to date, skipped")
+        return out
+    info = convert(cfg.phase_dir(phase.name), out, tag=done["tag"])
+    say(
+        f"convert {phase.name}: {out} (verified, max |logit diff| {info.get('verify_max_abs_diff', float('nan')):.1e})"
+    )
+    return out
+
+
+def ensure_evaluated(cfg: RunConfig, phase: PhaseConfig, model_dir: Path) -> dict:
+    from megameta.evaluate.report import run_evaluation
+
+    out = cfg.phase_dir(phase.name) / "eval"
+    report_path = out / "report.json"
+    if report_path.exists():
+        say(f"evaluate {phase.name}: {report_path} exists, skipped")
+        return json.loads(report_path.read_text())
+    return run_evaluation(str(model_dir), cfg.corpus.dir, cfg.evaluate, str(out))
+
+
+def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
+    start = time.time()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "pipeline_config.yaml"
+    config_path.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
+    ensure_corpus(cfg)
+    ensure_tokenizer(cfg)
+    ensure_shards(cfg)
+    groups = {"meta": cfg.phases}
+    if with_baseline:
+        if not cfg.baseline:
+            raise InputError("--with-baseline: the config has no 'baseline' phases")
+        groups["baseline"] = cfg.baseline
+    reports: dict[str, dict] = {}
+    for group, phases in groups.items():
+        for phase in phases:
+            run_phase(cfg, config_path, phase)
+        final = phases[-1]
+        model_dir = ensure_converted(cfg, final)
+        reports[group] = ensure_evaluated(cfg, final, model_dir)
+    comparison = None
+    if with_baseline:
+        from megameta.evaluate.report import compare_reports
+
+        comparison = compare_reports(
+            {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(run_dir / "comparison")
+        )
+    _print_summary(cfg, groups, reports, comparison, time.time() - start)
+    return 0
+
+
+def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seconds: float) -> None:
+    print("", flush=True)
+    say(f"done in {seconds / 60:.1f} min")
+    for group, phases in groups.items():
+        for phase in phases:
+            done = json.loads((cfg.phase_dir(phase.name) / DONE).read_text())
+            losses = ", ".join(f"{k} {v:.3f}" for k, v in done.get("valid_loss", {}).items())
+            print(
+                f"  phase {phase.name:<10} {done['step']} steps, {done['tokens']:,} tokens; valid loss: {losses}"
+            )
+        final = phases[-1]
+        print(f"  model ({group}):   {cfg.hf_dir(final.name)}")
+        print(f"  report ({group}):  {cfg.phase_dir(final.name) / 'eval' / 'report.md'}")
+        print(f"  key numbers: {_key_numbers(reports[group])}")
+    print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")
+    if comparison is not None:
+        print(f"  comparison:     {Path(cfg.run_dir) / 'comparison' / 'comparison.md'}")
+
+
+def _key_numbers(report: dict) -> str:
+    parts = []
+    results = report.get("results", report)
+    mlm = results.get("mlm") or {}
+    per_lang = mlm.get("per_language", mlm) if isinstance(mlm, dict) else {}
+    for lang, v in per_lang.items():
+        if isinstance(v, dict) and "perplexity" in v:
+            parts.append(f"ppl[{lang}]={v['perplexity']:.1f}")
+    ret = results.get("retrieval") or {}
+    if isinstance(ret, dict) and ret.get("mean") is not None:
+        parts.append(f"retrieval={ret['mean']:.3f}")
+    cls = results.get("classify") or results.get("classification") or {}
+    for lang, v in (cls.get("per_language", {}) if isinstance(cls, dict) else {}).items():
+        if isinstance(v, dict) and "mean" in v:
+            parts.append(f"acc[{lang}]={v['mean']:.3f}")
+    return " ".join(parts) or "(see report)"
+
+
+__all__ = ["EXIT_BAD_INPUT", "run_pipeline"]

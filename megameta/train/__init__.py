@@ -1,0 +1,1 @@
+"""DeepSpeed training: engine set-up, loop, schedules, checkpoints, metrics."""

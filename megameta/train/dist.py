@@ -1,0 +1,80 @@
+"""Process-group set-up for every launcher: deepspeed, torchrun, mpirun, srun.
+
+``deepspeed`` and ``torchrun`` export RANK/LOCAL_RANK/WORLD_SIZE; ``mpirun`` does
+not, and DeepSpeed fills them from mpi4py (``auto_mpi_discovery``). Under a bare
+``srun`` only SLURM's variables exist, so we map them here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import zlib
+
+
+def slurm_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT derived from SLURM's variables.
+
+    MASTER_ADDR is the first host of SLURM_JOB_NODELIST (expanded by ``scontrol show hostnames``);
+    MASTER_PORT is a deterministic port in [20000, 40000) from the job id, so every task agrees.
+    """
+    env = dict(os.environ if environ is None else environ)
+    out: dict[str, str] = {}
+    if "SLURM_PROCID" in env:
+        out["RANK"] = env["SLURM_PROCID"]
+        out["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        out["WORLD_SIZE"] = env.get("SLURM_NTASKS", "1")
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if nodelist:
+        out["MASTER_ADDR"] = first_host(nodelist)
+    if "SLURM_JOB_ID" in env:
+        out["MASTER_PORT"] = str(20000 + zlib.crc32(env["SLURM_JOB_ID"].encode()) % 20000)
+    return out
+
+
+def first_host(nodelist: str) -> str:
+    """First hostname of a SLURM node list such as ``gpu[01-04]``."""
+    try:
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+        ).stdout.split()
+        if hosts:
+            return hosts[0]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    # No scontrol (e.g. outside the cluster): expand the first range ourselves.
+    head = nodelist.split(",")[0]
+    if "[" in head:
+        prefix, rng = head.split("[", 1)
+        first = rng.rstrip("]").split(",")[0].split("-")[0]
+        return prefix + first
+    return head
+
+
+def init_distributed(timeout_s: int) -> tuple[int, int, int]:
+    """Initialize torch.distributed through DeepSpeed; returns (rank, local_rank, world_size)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        for key, value in slurm_env().items():
+            os.environ.setdefault(key, value)
+    single = not any(k in os.environ for k in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"))
+    if single:  # plain `python -m megameta.cli train`: a world of one
+        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not dist.is_initialized():
+        deepspeed.init_distributed(
+            auto_mpi_discovery=True, timeout=datetime.timedelta(seconds=timeout_s), verbose=False
+        )
+    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="megameta",
+    version="0.1.0",
+    description="Cross-lingual language model meta-pretraining (Chi et al., 2021) at scale with DeepSpeed",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megameta", "megameta.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "deepspeed>=0.14",
+        "transformers>=4.40",
+        "datasets>=2.18",
+        "tokenizers>=0.15",
+        "sentencepiece>=0.2",
+        "safetensors>=0.4",
+        "tensorboard>=2.14",
+        "mpi4py>=3.1",
+        "numpy>=1.24",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["megameta=megameta.cli:main"]},
+)
