@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="megameta", description="Cross-lingual LM meta-pretraining with DeepSpeed."
     )
+    # The deepspeed launcher passes --local_rank before the verb; LOCAL_RANK in the environment is what we use.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -88,13 +89,24 @@ def ensure_shards(cfg: RunConfig) -> dict:
     return manifest
 
 
+def _tool(name: str) -> str:
+    """A launcher script from this interpreter's environment (the venv need not be activated)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise InputError(f"launch.launcher: '{name}' not found next to {sys.executable} or on PATH")
+    return found
+
+
 def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> list[str]:
     """The command line that trains ``phase`` with the configured launcher."""
     n = cfg.launch.nproc
     args = ["train", "--config", str(config_path), "--phase", phase]
     if cfg.launch.launcher == "deepspeed":
         return [
-            "deepspeed",
+            _tool("deepspeed"),
             "--num_gpus",
             str(n),
             "--master_port",
@@ -105,7 +117,7 @@ def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> 
         ]
     if cfg.launch.launcher == "torchrun":
         return [
-            "torchrun",
+            _tool("torchrun"),
             "--nproc_per_node",
             str(n),
             "--master_port",
@@ -115,7 +127,7 @@ def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> 
             *args,
         ]
     if cfg.launch.launcher == "mpirun":
-        return ["mpirun", "-np", str(n), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
+        return [_tool("mpirun"), "-np", str(n), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
                 "-x", f"MASTER_PORT={port}", sys.executable, "-m", "megameta.cli", *args]  # fmt: skip
     return [sys.executable, "-m", "megameta.cli", *args]
 

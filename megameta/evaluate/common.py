@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from megameta.errors import InputError
+from megameta.errors import ConfigError, InputError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -141,8 +141,9 @@ def embed_texts(
         try:
             hidden = res.hidden_states[layer]
         except IndexError:
-            raise InputError(
-                f"retrieval_layer {layer} out of range: the model has {len(res.hidden_states)} hidden states"
+            raise ConfigError(
+                f"evaluate.retrieval_layer: {layer} is out of range for a model with "
+                f"{len(res.hidden_states)} hidden states (0 = embeddings, -1 = last layer)"
             ) from None
         out[rows] = mean_pool(hidden.float(), enc["attention_mask"]).cpu()
     return out

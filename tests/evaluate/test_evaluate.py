@@ -216,3 +216,17 @@ def test_missing_inputs_raise_input_error(tiny_model_dir, tiny_corpus_dir, tmp_p
     cfg = small_config(mlm=False, classify=False, retrieval_langs=["eng", "xyz"])
     with pytest.raises(InputError, match=r"heldout.xyz\.jsonl"):
         run_evaluation(tiny_model_dir, tiny_corpus_dir, cfg, str(tmp_path / "out"), progress=False)
+    cfg = small_config(mlm=False, classify=False, retrieval_layer=3)  # 2 layers: hidden states 0..2
+    with pytest.raises(ConfigError, match="evaluate.retrieval_layer: 3 is out of range"):
+        run_evaluation(tiny_model_dir, tiny_corpus_dir, cfg, str(tmp_path / "out"), progress=False)
+
+
+def test_finetune_mode_runs(tiny_model_dir, tiny_corpus_dir):
+    from megameta.evaluate import evaluate_classification
+
+    cfg = small_config(
+        classify_mode="finetune", classify_epochs=1, classify_seeds=[3], classify_test_langs=["fr"]
+    )
+    res = evaluate_classification(tiny_model_dir, tiny_corpus_dir, cfg, torch.device("cpu"), progress=False)
+    assert res["mode"] == "finetune" and res["n_train"] == {"3": 12}
+    assert 0 <= res["langs"]["fr"]["accuracy_mean"] <= 1 and res["langs"]["fr"]["n_test"] == 11
