@@ -32,6 +32,15 @@ def consolidated_state_dict(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state.items()}
 
 
+def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over parameter names and fp32 values (tied duplicates counted once): equal digests, equal weights."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in state if k != "lm_head.decoder.weight"):
+        h.update(name.encode())
+        h.update(state[name].detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
     """State dict from an HF model dir, a phase dir, a checkpoints dir or a checkpoint dir."""
     source = Path(source)

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from megameta.data.masking import IGNORE_INDEX, mask_tokens, special_table, word_start_table
+from megameta.data.masking import (
+    IGNORE_INDEX,
+    mask_tokens,
+    replacement_ids,
+    special_table,
+    word_start_table,
+)
 from megameta.data.sampler import LanguageSampler
 from megameta.data.shards import TokenShard, check_vocab, read_manifest
 from megameta.data.tokenizer import vocab_hash
@@ -46,26 +52,37 @@ class TokenIds:
 
 
 class PackedLanguage:
-    """One language's shard viewed as fixed-length packed sequences ``<s> chunk </s>``."""
+    """One language's shard viewed as fixed-length packed sequences ``<s> chunk </s>``.
+
+    The shard's ``.bin`` already holds ``doc0 </s> doc1 </s> ...``; chunk k is the slice
+    ``[k*C, (k+1)*C)`` with ``C = seq_len - 2``. The tail shorter than C is dropped,
+    except when the whole stream is shorter than C: then the single chunk is padded.
+    """
 
     def __init__(self, shard: TokenShard, seq_len: int, ids: TokenIds):
         if shard.n_docs == 0:
             raise InputError(f"{shard.path}: shard has no documents")
+        if seq_len < 3:
+            raise InputError(f"data.max_seq_len must be >= 3, got {seq_len}")
         self.shard, self.seq_len, self.ids = shard, seq_len, ids
+        self.tokens = np.asarray(shard.tokens)  # plain ndarray view: slicing a memmap object is slow
         self.chunk = seq_len - 2
         self.n_chunks = max(1, shard.stream_len // self.chunk)
 
+    def fill(self, out: np.ndarray, rows: np.ndarray, chunks: np.ndarray) -> None:
+        """Write the packed sequences of ``chunks`` into ``out[rows]`` (``out`` pre-filled with pad)."""
+        C, tok = self.chunk, self.tokens
+        for r, k in zip(rows.tolist(), chunks.tolist(), strict=True):
+            piece = tok[k * C : (k + 1) * C]
+            out[r, 0] = self.ids.bos
+            out[r, 1 : 1 + len(piece)] = piece
+            out[r, 1 + len(piece)] = self.ids.eos
+
     def sequences(self, chunks: np.ndarray) -> np.ndarray:
         """int64 [len(chunks), seq_len] packed sequences (pad only when the whole stream is shorter)."""
-        x = chunks[:, None] * self.chunk + np.arange(self.chunk)[None, :]
-        valid = x < self.shard.stream_len
-        body = self.shard.stream_tokens(np.where(valid, x, 0), self.ids.eos)
-        body[~valid] = self.ids.pad
+        chunks = np.asarray(chunks, dtype=np.int64)
         out = np.full((len(chunks), self.seq_len), self.ids.pad, dtype=np.int64)
-        out[:, 0] = self.ids.bos
-        out[:, 1:-1] = body
-        n_valid = valid.sum(axis=1)
-        out[np.arange(len(chunks)), n_valid + 1] = self.ids.eos
+        self.fill(out, np.arange(len(chunks)), chunks)
         return out
 
 
@@ -111,15 +128,22 @@ class MLMStream:
             self.ids.vocab_size, [self.ids.bos, self.ids.pad, self.ids.eos, self.ids.unk, self.ids.mask]
         )
         self.word_start = word_start_table(tokenizer) if whole_word_mask else None
+        self.replace_pool = replacement_ids(self.special, self.ids.vocab_size)
         self.sampler = LanguageSampler([p.n_chunks for p in self.packed], tokens, alpha_at, seed)
 
     def _assemble(
         self, lang: np.ndarray, chunk: np.ndarray, sample_ids: np.ndarray
     ) -> dict[str, torch.Tensor]:
-        seqs = np.empty((len(lang), self.seq_len), dtype=np.int64)
-        for lang_id in np.unique(lang):
-            sel = lang == lang_id
-            seqs[sel] = self.packed[lang_id].sequences(chunk[sel])
+        seqs = np.full((len(lang), self.seq_len), self.ids.pad, dtype=np.int64)
+        # One contiguous slice per row: O(batch) Python work, no per-position lookups.
+        if len(self.packed) == 1:
+            self.packed[0].fill(seqs, np.arange(len(lang)), chunk)
+        else:
+            order = np.argsort(lang, kind="stable")
+            bounds = np.flatnonzero(np.diff(lang[order])) + 1
+            for rows in np.split(order, bounds):
+                if len(rows):
+                    self.packed[int(lang[rows[0]])].fill(seqs, rows, chunk[rows])
         inputs, labels = mask_tokens(
             seqs,
             sample_ids,
@@ -129,10 +153,11 @@ class MLMStream:
             self.special,
             self.ids.vocab_size,
             self.word_start,
+            self.replace_pool,
         )
         return {
             "input_ids": torch.from_numpy(inputs),
-            "attention_mask": torch.from_numpy((seqs != self.ids.pad).astype(np.int64)),
+            "attention_mask": torch.from_numpy(seqs).ne(self.ids.pad).long(),
             "labels": torch.from_numpy(labels),
             "lang": torch.from_numpy(lang.astype(np.int64)),
             "sample_id": torch.from_numpy(np.asarray(sample_ids, dtype=np.int64)),

@@ -1,60 +1,97 @@
-"""Raw text -> memory-mapped token shards + ``manifest.json``.
+"""Raw text -> memory-mapped token shards + ``manifest.json``, parallel and resumable.
 
-One unit of work is a (language, split) pair. Units run one after another;
-inside a unit, documents are tokenized by ``workers`` processes in ordered
-batches, so the output is byte-identical for any worker count. Each unit's
-files appear atomically (temporary name, then rename) together with a
-``.done.json`` record of its sources; a rerun skips units whose record matches,
-so a killed run resumes without redoing finished units. ``manifest.json`` is
-written last.
+One unit of work is a (language, split) pair; units run one after another.
+Inside a unit the documents (after long-document splitting) are numbered
+0, 1, 2, ... and cut into *parts* of ``part_docs`` documents. Batches of
+documents are tokenized by ``workers`` processes with the fast tokenizer, at
+most a few batches in flight (memory stays bounded whatever the input size),
+and results are consumed in order, so the output is byte-identical for any
+worker count. Each finished part is committed atomically as a small shard
+``<lang>/<split>.parts/NNNNNN.bin/.idx`` (temporary name, then rename).
 
-Bad input never crashes the run and is never silent: invalid UTF-8 is decoded
-with replacement characters, empty lines/documents and invalid JSON lines are
-skipped, and documents longer than ``MAX_DOC_CHARS`` are split into pieces; all
-are counted in the manifest and in the summary table.
+Resume: a rerun reads the inputs again (reading is cheap next to tokenizing)
+but skips the documents of committed parts without tokenizing them, then
+tokenizes the rest. When all parts exist they are concatenated into
+``<lang>/<split>.bin/.idx`` (temporary names, ``.bin`` renamed before ``.idx``),
+a ``<split>.done.json`` record of the unit's sources (size, sha256), vocabulary
+and settings is written atomically, and the parts are deleted. A unit whose
+record matches is skipped. ``manifest.json`` is written last. A kill at any
+point therefore loses at most one part's work, and the final files are
+byte-identical to an uninterrupted run.
+
+Bad input never crashes the run and is never silent (see
+:mod:`megameta.data.readers`): invalid UTF-8 is decoded with replacement
+characters, empty lines/files/documents and invalid JSON lines are skipped,
+over-long plain-text lines are split, and documents longer than
+``MAX_DOC_CHARS`` characters are split into pieces (at whitespace when there is
+some near the cut); all are counted per reason in the manifest and in the
+summary table. A missing or unreadable source raises :class:`InputError`
+naming the path before any work starts (exit code 2).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 import megameta
-from megameta.data.readers import ReadStats, check_source, iter_documents
-from megameta.data.shards import MANIFEST, ShardWriter, token_dtype
+from megameta.data.readers import MAX_JSON_LINE_BYTES, MAX_LINE_BYTES, ReadStats, check_source, iter_documents
+from megameta.data.shards import FORMAT_VERSION, HEADER, MAGIC, MANIFEST, ShardWriter, TokenShard, token_dtype
 from megameta.data.tokenizer import load_tokenizer, vocab_hash
 
 MAX_DOC_CHARS = 200_000
-BATCH_DOCS = 256
+BATCH_DOCS = 512
+PART_DOCS = 16_384
+# Test hook: seconds to sleep after committing each part (lets a test kill the run mid-unit).
+_PART_DELAY_ENV = "MEGAMETA_PREPROCESS_PART_DELAY"
 
 _worker_tok = None
+_worker_eos = 2
+_worker_dtype = np.dtype(np.uint16)
 
 
-def _init_worker(tokenizer_dir: str) -> None:
-    global _worker_tok
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _init_worker(tokenizer_dir: str, dtype: str) -> None:
+    global _worker_tok, _worker_eos, _worker_dtype
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_tok = load_tokenizer(tokenizer_dir)
     _worker_tok.model_max_length = 1 << 60  # documents are packed later; silence the length warning
+    _worker_eos = _worker_tok.eos_token_id
+    _worker_dtype = np.dtype(dtype)
 
 
-def _encode(batch: list[str]) -> list[list[int]]:
-    return _worker_tok(batch, add_special_tokens=False)["input_ids"]
+def _encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize a batch: (flat ids with ``</s>`` after every document, lengths incl. separator)."""
+    ids = _worker_tok(batch, add_special_tokens=False)["input_ids"]
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    body = np.fromiter(itertools.chain.from_iterable(ids), dtype=_worker_dtype, count=int(lengths.sum()) - len(ids))
+    flat = np.full(int(lengths.sum()), _worker_eos, dtype=_worker_dtype)
+    keep = np.ones(len(flat), dtype=bool)
+    keep[np.cumsum(lengths) - 1] = False
+    flat[keep] = body
+    return flat, lengths
 
 
-def file_digest(path: str | Path) -> dict:
-    """size and sha256 of a source file (streamed)."""
+def file_digest(path: str | Path, prior: dict | None = None) -> dict:
+    """size, mtime and sha256 of a source file (streamed); reuses ``prior``'s hash if size and mtime match."""
+    st = os.stat(path)
+    if prior and prior.get("size") == st.st_size and prior.get("mtime_ns") == st.st_mtime_ns:
+        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": prior["sha256"]}
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return {"path": str(path), "size": os.path.getsize(path), "sha256": h.hexdigest()}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
 
 
 def _split_long(docs: Iterator[str], stats: ReadStats) -> Iterator[str]:
@@ -63,28 +100,78 @@ def _split_long(docs: Iterator[str], stats: ReadStats) -> Iterator[str]:
             yield doc
             continue
         stats.skipped["long document split"] += 1
-        for i in range(0, len(doc), MAX_DOC_CHARS):
-            yield doc[i : i + MAX_DOC_CHARS]
+        while len(doc) > MAX_DOC_CHARS:
+            cut = doc.rfind(" ", MAX_DOC_CHARS - 1000, MAX_DOC_CHARS)
+            cut = cut if cut > 0 else MAX_DOC_CHARS
+            piece, doc = doc[:cut].strip(), doc[cut:].lstrip()
+            if piece:
+                yield piece
+        if doc:
+            yield doc
 
 
-def _batches(sources: list[str], text_field: str, stats: ReadStats) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for source in sources:
-        for doc in _split_long(iter_documents(source, text_field, stats), stats):
-            batch.append(doc)
-            if len(batch) == BATCH_DOCS:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def _unit_record(sources: list[str], vhash: str, text_field: str) -> dict:
+def _settings(text_field: str, vhash: str) -> dict:
+    """Everything besides the sources that decides a unit's output bytes."""
     return {
-        "sources": [file_digest(s) if not s.startswith("hf:") else {"path": s} for s in sources],
         "vocab_hash": vhash,
         "text_field": text_field,
+        "shard_format": FORMAT_VERSION,
+        "max_doc_chars": MAX_DOC_CHARS,
+        "max_line_bytes": MAX_LINE_BYTES,
+        "max_json_line_bytes": MAX_JSON_LINE_BYTES,
     }
+
+
+def _same_inputs(a: dict, b: dict) -> bool:
+    key = ("vocab_hash", "text_field", "shard_format", "max_doc_chars", "max_line_bytes", "max_json_line_bytes")
+
+    def strip(s):
+        return [{k: v for k, v in x.items() if k != "mtime_ns"} for x in s]
+
+    return all(a.get(k) == b.get(k) for k in key) and strip(a.get("sources", [])) == strip(
+        b.get("sources", [])
+    )
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+class _Tokenizers:
+    """The worker pool (or in-process tokenizer for ``workers <= 1``), started on first use."""
+
+    def __init__(self, tokenizer_dir: str, dtype: np.dtype, workers: int):
+        self.args, self.workers, self.pool, self.ready = (str(tokenizer_dir), dtype.name), workers, None, False
+
+    def submit(self, batch: list[str]):
+        if not self.ready:
+            if self.workers > 1:
+                # fork (where available) skips re-importing transformers in every worker, several
+                # seconds each; safe because the parent never ran the Rust tokenizer's thread pool
+                # (TOKENIZERS_PARALLELISM is forced off before the parent loads a tokenizer).
+                method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+                self.pool = mp.get_context(method).Pool(self.workers, _init_worker, self.args)
+            else:
+                _init_worker(*self.args)
+            self.ready = True
+        if self.pool is None:
+            result = _encode(batch)
+            return lambda: result
+        return self.pool.apply_async(_encode, (batch,)).get
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
 
 
 def preprocess(
@@ -94,17 +181,19 @@ def preprocess(
     text_field: str = "text",
     workers: int = 1,
     progress: bool = True,
+    part_docs: int = PART_DOCS,
 ) -> dict:
     """Tokenize ``sources`` (split -> lang -> files) into shards under ``out_dir``; return the manifest."""
     out_dir = Path(out_dir)
     for files in (f for by_lang in sources.values() for f in by_lang.values()):
         for source in files:
             check_source(source)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # parallelism comes from worker processes
     tok = load_tokenizer(tokenizer_dir)
     vhash = vocab_hash(tokenizer_dir)
     dtype = token_dtype(len(tok))
     manifest = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "tool_version": megameta.__version__,
         "vocab_hash": vhash,
         "vocab_size": len(tok),
@@ -112,77 +201,190 @@ def preprocess(
         "eos_id": tok.eos_token_id,
         "languages": {},
     }
-    pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(tokenizer_dir),)) if workers > 1 else None
-    if pool is None:
-        _init_worker(str(tokenizer_dir))
+    pool = _Tokenizers(str(tokenizer_dir), dtype, workers)
     try:
         for split, by_lang in sources.items():
             for lang, files in by_lang.items():
-                entry = _run_unit(lang, split, files, out_dir, vhash, dtype, text_field, pool, progress)
-                manifest["languages"].setdefault(lang, {})[split] = entry
+                unit = _Unit(out_dir / lang / split, files, _settings(text_field, vhash), dtype, tok.eos_token_id)
+                manifest["languages"].setdefault(lang, {})[split] = unit.run(pool, part_docs, progress)
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    tmp = out_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out_dir / MANIFEST)
+        pool.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 
-def _run_unit(lang, split, files, out_dir, vhash, dtype, text_field, pool, progress) -> dict:
-    base = out_dir / lang / split
-    done_path = base.with_suffix(".done.json")
-    record = _unit_record(files, vhash, text_field)
-    if done_path.exists():
-        done = json.loads(done_path.read_text())
-        if {k: done.get(k) for k in record} == record and base.with_suffix(".bin").exists():
+class _Unit:
+    """One (language, split): parts under ``<split>.parts/``, then the final ``.bin/.idx``."""
+
+    def __init__(self, base: Path, files: list[str], settings: dict, dtype: np.dtype, eos_id: int):
+        self.base, self.files, self.dtype, self.eos_id = base, files, dtype, eos_id
+        self.name = f"{base.parent.name}/{base.name}"
+        self.done_path = base.with_name(base.name + ".done.json")
+        self.parts_dir = base.with_name(base.name + ".parts")
+        prior = _read_json(self.done_path) or _read_json(self.parts_dir / "unit.json") or {}
+        prior_src = {s["path"]: s for s in prior.get("sources", []) if "sha256" in s}
+        self.record = {
+            "sources": [
+                {"path": s} if s.startswith("hf:") else file_digest(s, prior_src.get(str(s))) for s in files
+            ],
+            **settings,
+        }
+
+    def run(self, pool: _Tokenizers, part_docs: int, progress: bool) -> dict:
+        done = _read_json(self.done_path)
+        if done and _same_inputs(done, self.record) and self._final_ok():
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
             if progress:
-                tqdm.write(f"[preprocess] {lang}/{split}: up to date, skipped")
+                tqdm.write(f"[preprocess] {self.name}: up to date, skipped")
             return done
-    stats = ReadStats()
-    writer = ShardWriter(base, dtype)
-    start = time.time()
-    bar = tqdm(desc=f"{lang}/{split}", unit=" docs", disable=not progress, leave=False)
-    try:
-        batches = _batches(files, text_field, stats)
-        encoded = pool.imap(_encode, batches) if pool is not None else map(_encode, batches)
-        for ids_batch in encoded:
-            for ids in ids_batch:
-                writer.add(ids)
-            bar.update(len(ids_batch))
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        bar.close()
-    docs, tokens = writer.close()
-    entry = {
-        **record,
-        "docs": docs,
-        "tokens": tokens,
-        "bytes": stats.bytes,
-        "skipped": dict(stats.skipped),
-        "replaced_utf8_lines": stats.replaced_utf8,
-        "seconds": round(time.time() - start, 2),
-    }
-    tmp = done_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry, indent=2))
-    os.replace(tmp, done_path)
-    return entry
+        start = time.time()
+        n_done = self._prepare_parts(part_docs)
+        if n_done and progress:
+            tqdm.write(f"[preprocess] {self.name}: resuming after {n_done} finished part(s)")
+        stats = ReadStats()
+        docs = _split_long(itertools.chain.from_iterable(iter_documents(s, self.record["text_field"], stats) for s in self.files), stats)
+        skip = n_done * part_docs
+        for _ in itertools.islice(docs, skip):  # documents of finished parts: read, not tokenized
+            pass
+        self._tokenize(docs, pool, n_done, part_docs, progress)
+        n_docs, n_tokens = self._concatenate()
+        entry = {
+            **self.record,
+            "docs": n_docs,
+            "tokens": n_tokens,
+            "bytes": stats.bytes,
+            "skipped": dict(stats.skipped),
+            "replaced_utf8_lines": stats.replaced_utf8,
+            "seconds": round(time.time() - start, 2),
+        }
+        _write_json(self.done_path, entry)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return entry
+
+    def _final_ok(self) -> bool:
+        try:
+            TokenShard(self.base)
+        except Exception:  # missing or torn: rebuild from parts (or from scratch)
+            return False
+        return True
+
+    def _part(self, k: int) -> Path:
+        return self.parts_dir / f"{k:06d}"
+
+    def _prepare_parts(self, part_docs: int) -> int:
+        """Keep the committed parts of an identical earlier run; returns how many (a prefix)."""
+        meta = {**self.record, "part_docs": part_docs}
+        old = _read_json(self.parts_dir / "unit.json")
+        if old is None or not _same_inputs(old, meta) or old.get("part_docs") != part_docs:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.parts_dir / "unit.json", meta)
+        for tmp in self.parts_dir.glob("*.tmp"):
+            tmp.unlink()
+        n = 0
+        while self._part(n).with_suffix(".idx").exists():
+            try:
+                TokenShard(self._part(n))
+            except Exception:  # a torn pair: redo from here
+                break
+            n += 1
+        for stale in self.parts_dir.glob("[0-9]*"):
+            if int(stale.stem) >= n:
+                stale.unlink()
+        return n
+
+    def _tokenize(self, docs: Iterator[str], pool: _Tokenizers, part: int, part_docs: int, progress: bool) -> None:
+        delay = float(os.environ.get(_PART_DELAY_ENV, "0"))
+        bar = tqdm(desc=self.name, unit=" docs", initial=part * part_docs, disable=not progress, leave=False)
+        window = deque()
+        writer = None
+
+        def consume():
+            nonlocal writer, part
+            flat, lengths = window.popleft()()
+            if writer is None:
+                writer = ShardWriter(self._part(part), self.dtype, self.eos_id)
+            writer.add_flat(flat, lengths)
+            bar.update(len(lengths))
+            if writer.n_docs >= part_docs:
+                writer.close()
+                writer, part = None, part + 1
+                if delay:
+                    time.sleep(delay)
+
+        try:
+            # Batches never straddle a part boundary, so each part is written from whole batches.
+            batch_docs = min(BATCH_DOCS, part_docs)
+            in_part = 0
+            batch: list[str] = []
+            for doc in docs:
+                batch.append(doc)
+                in_part += 1
+                if len(batch) == batch_docs or in_part == part_docs:
+                    window.append(pool.submit(batch))
+                    batch = []
+                    in_part %= part_docs
+                    if len(window) > 2 * max(pool.workers, 1) + 1:  # bounded read-ahead
+                        consume()
+            if batch:
+                window.append(pool.submit(batch))
+            while window:
+                consume()
+            if writer is not None:
+                writer.close()
+                writer = None
+        finally:
+            if writer is not None:
+                writer.abort()
+            bar.close()
+
+    def _concatenate(self) -> tuple[int, int]:
+        """Parts -> final ``.bin/.idx`` (streamed; temporary names, then rename). Returns (docs, tokens)."""
+        parts = []
+        k = 0
+        while self._part(k).with_suffix(".idx").exists():
+            parts.append(TokenShard(self._part(k)))
+            k += 1
+        n_docs = sum(p.n_docs for p in parts)
+        tmp_bin = self.base.with_name(self.base.name + ".bin.tmp")
+        tmp_idx = self.base.with_name(self.base.name + ".idx.tmp")
+        with open(tmp_bin, "wb") as out:
+            for p in parts:
+                with open(p.path.with_suffix(".bin"), "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+            out.flush()
+            os.fsync(out.fileno())
+        total = 0
+        with open(tmp_idx, "wb") as out:
+            out.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, n_docs))
+            out.write(np.zeros(1, np.int64).tobytes())
+            for p in parts:
+                out.write((np.asarray(p.offsets[1:]) + total).tobytes())
+                total += p.stream_len
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_bin, self.base.with_suffix(".bin"))
+        os.replace(tmp_idx, self.base.with_suffix(".idx"))
+        return n_docs, total - n_docs
 
 
 def summary_table(manifest: dict) -> str:
     """The per-language table printed at the end of ``megameta preprocess``."""
-    rows = [("lang", "split", "docs", "tokens", "MB", "skipped")]
+    rows = [("lang", "split", "docs", "tokens", "MB", "skipped / handled")]
+    totals = [0, 0, 0]
     for lang, splits in sorted(manifest["languages"].items()):
         for split, e in splits.items():
             skipped = ", ".join(f"{n} {why}" for why, n in e.get("skipped", {}).items()) or "-"
             if e.get("replaced_utf8_lines"):
                 skipped += f"; {e['replaced_utf8_lines']} lines with invalid UTF-8 (replaced)"
+            if e["docs"] == 0:
+                skipped += "; WARNING: no documents"
             rows.append(
                 (lang, split, f"{e['docs']:,}", f"{e['tokens']:,}", f"{e['bytes'] / 1e6:.1f}", skipped)
             )
+            totals = [totals[0] + e["docs"], totals[1] + e["tokens"], totals[2] + e["bytes"]]
+    rows.append(("total", "", f"{totals[0]:,}", f"{totals[1]:,}", f"{totals[2] / 1e6:.1f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows

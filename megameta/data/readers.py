@@ -1,15 +1,28 @@
 """Streaming document readers: plain text, JSON lines, parquet, Hugging Face datasets.
 
-Every reader yields one document (a string) at a time and never holds a file
-in memory. Bad records are counted in a :class:`ReadStats`, never silently
-dropped and never fatal: invalid UTF-8 is decoded with U+FFFD replacement,
-empty documents and unparsable JSON lines are skipped and counted.
+Every reader yields one document (a string) at a time and never holds more than
+one bounded line of a file in memory. Bad records are counted in a
+:class:`ReadStats` by reason, never silently dropped and never fatal:
+
+* invalid UTF-8 is decoded with U+FFFD replacement and the line is counted
+  (``replaced_utf8``); the document is kept;
+* empty lines, whitespace-only documents and empty files are skipped and counted
+  (``empty line``, ``empty document``, ``empty file``);
+* JSON lines that do not parse, or lack a string ``text_field``, are skipped and
+  counted (``invalid JSON``, ``no 'text' string``);
+* a plain-text line longer than ``MAX_LINE_BYTES`` is split into pieces of at most
+  that many bytes at UTF-8 character boundaries (``long line split``; each piece is
+  a document); a JSON line longer than ``MAX_JSON_LINE_BYTES`` cannot be parsed
+  in pieces and is skipped without being held in memory (``JSON line too long``).
+
+Unreadable or missing paths raise :class:`InputError` naming the path (exit code 2).
 
 Source strings:
   ``path/to/file.txt``      one document per line
   ``path/to/file.jsonl``    one JSON object per line, text in ``text_field``
   ``path/to/file.parquet``  a column named ``text_field``
-  ``hf:NAME[:CONFIG][:SPLIT]`` a Hugging Face dataset (local dir or hub name), streamed
+  ``hf:NAME[:CONFIG][:SPLIT]`` a Hugging Face dataset, streamed: a hub name, a local
+                            dataset dir / data files dir, or a ``save_to_disk`` dir
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from pathlib import Path
 from megameta.errors import InputError
 
 FORMATS = (".txt", ".jsonl", ".json", ".parquet")
+MAX_LINE_BYTES = 1 << 20
+MAX_JSON_LINE_BYTES = 64 << 20
 
 
 @dataclass
@@ -44,6 +59,9 @@ class ReadStats:
 def check_source(source: str) -> None:
     """Raise InputError naming ``source`` if it cannot be read."""
     if source.startswith("hf:"):
+        name = source[3:].split(":")[0]
+        if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+            raise InputError(f"Hugging Face dataset path not found: {name} (in source '{source}')")
         return
     path = Path(source)
     if not path.exists():
@@ -72,33 +90,88 @@ def iter_documents(source: str, text_field: str = "text", stats: ReadStats | Non
     if path.suffix == ".parquet":
         yield from _iter_parquet(path, text_field, stats)
         return
-    is_json = path.suffix in (".jsonl", ".json")
+    yield from (_iter_json_lines if path.suffix in (".jsonl", ".json") else _iter_text_lines)(
+        path, text_field, stats
+    )
+
+
+def _emit(text: str, nbytes: int, stats: ReadStats) -> Iterator[str]:
+    text = text.strip()
+    if not text:
+        stats.skipped["empty document"] += 1
+        return
+    stats.docs += 1
+    stats.bytes += nbytes
+    yield text
+
+
+def _decode(raw: bytes, stats: ReadStats) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.replaced_utf8 += 1
+        return raw.decode("utf-8", errors="replace")
+
+
+def _iter_text_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
     with open(path, "rb") as f:
-        for raw in f:
-            text = raw.decode("utf-8", errors="replace")
-            if "\ufffd" in text and b"\xef\xbf\xbd" not in raw:
-                stats.replaced_utf8 += 1
-            if is_json:
-                if not text.strip():
-                    stats.skipped["empty line"] += 1
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError:
-                    stats.skipped["invalid JSON"] += 1
-                    continue
-                value = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(value, str):
-                    stats.skipped[f"no '{text_field}' string"] += 1
-                    continue
-                text = value
-            text = text.strip()
-            if not text:
-                stats.skipped["empty document"] += 1
+        carry = b""  # an incomplete UTF-8 character cut off at a long-line split
+        seen_any = False
+        while True:
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw:
+                break
+            seen_any = True
+            raw = carry + raw
+            carry = b""
+            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
+                # A piece of an over-long line: cut at a character boundary, keep the rest for the next piece.
+                cut = len(raw)
+                while cut > len(raw) - 4 and cut > 0 and (raw[cut - 1] & 0xC0) == 0x80:
+                    cut -= 1
+                if cut > 0 and raw[cut - 1] >= 0xC0:
+                    cut -= 1
+                if cut > 0:
+                    raw, carry = raw[:cut], raw[cut:]
+                stats.skipped["long line split"] += 1
+            if not raw.strip():
+                stats.skipped["empty line"] += 1
                 continue
-            stats.docs += 1
-            stats.bytes += len(raw)
-            yield text
+            yield from _emit(_decode(raw, stats), len(raw), stats)
+        if carry:
+            yield from _emit(_decode(carry, stats), len(carry), stats)
+        if not seen_any:
+            stats.skipped["empty file"] += 1
+
+
+def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
+    with open(path, "rb") as f:
+        seen_any = False
+        while True:
+            raw = f.readline(MAX_JSON_LINE_BYTES)
+            if not raw:
+                break
+            seen_any = True
+            if not raw.endswith(b"\n") and len(raw) >= MAX_JSON_LINE_BYTES:
+                while raw and not raw.endswith(b"\n"):  # drain the rest of the line, piece by piece
+                    raw = f.readline(MAX_JSON_LINE_BYTES)
+                stats.skipped["JSON line too long"] += 1
+                continue
+            if not raw.strip():
+                stats.skipped["empty line"] += 1
+                continue
+            try:
+                record = json.loads(_decode(raw, stats))
+            except json.JSONDecodeError:
+                stats.skipped["invalid JSON"] += 1
+                continue
+            value = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(value, str):
+                stats.skipped[f"no '{text_field}' string"] += 1
+                continue
+            yield from _emit(value, len(raw), stats)
+        if not seen_any:
+            stats.skipped["empty file"] += 1
 
 
 def _iter_parquet(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
@@ -130,7 +203,14 @@ def _iter_hf(source: str, text_field: str, stats: ReadStats) -> Iterator[str]:
         (parts[2] if len(parts) > 2 else "train"),
     )
     try:
-        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        if not config and any((Path(name) / f).exists() for f in ("state.json", "dataset_dict.json")):
+            # a `save_to_disk` dir (one split) or DatasetDict dir: read Arrow files lazily (memory-mapped)
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[split]
+            ds = ds.to_iterable_dataset()
+        else:
+            ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:  # the datasets library raises many types; the user needs the message
         raise InputError(f"cannot open Hugging Face dataset '{source}': {e}") from None
     for record in ds:

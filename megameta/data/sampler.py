@@ -54,28 +54,59 @@ def uniform(*keys: int | np.ndarray) -> np.ndarray:
     return (hash64(*keys) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def permute(i: np.ndarray, n: int, key: int, rounds: int = 4) -> np.ndarray:
-    """A keyed pseudo-random bijection of [0, n), applied to ``i`` (Feistel network + cycle walking)."""
-    i = np.asarray(i, dtype=np.uint64)
-    if n <= 1:
-        return np.zeros_like(i)
-    half = max(1, (int(n - 1).bit_length() + 1) // 2)
-    mask = np.uint64((1 << half) - 1)
-    shift = np.uint64(half)
-    keys = [hash64(key, r) for r in range(rounds)]
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bit length of non-negative int64 values (vectorized; rounding above 2^53 can only overestimate)."""
+    e = np.frexp(np.maximum(x, 0).astype(np.float64))[1]
+    return np.where(x > 0, e, 0).astype(np.int64)
 
-    def feistel(x: np.ndarray) -> np.ndarray:
-        left, right = x >> shift, x & mask
+
+def _mix_inplace(x: np.ndarray) -> np.ndarray:
+    # splitmix64 finalizer on a uint64 array in place (array integer ops wrap without warnings)
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def permute(i: np.ndarray, n: int | np.ndarray, key: int | np.ndarray, rounds: int = 4) -> np.ndarray:
+    """A keyed pseudo-random bijection of [0, n), applied to ``i`` (Feistel network + cycle walking).
+
+    The network works on w = bit_length(n - 1) bits split into a high part of ceil(w/2)
+    and a low part of floor(w/2) bits (an unbalanced Feistel: the widths swap every round,
+    and an even number of rounds restores them), so the domain 2^w is < 2n and cycle
+    walking needs under two passes on average. ``n`` and ``key`` may be arrays
+    broadcastable to ``i`` (one bijection per element's (n, key)), so many languages are
+    permuted in one vectorized call; an element's result depends only on its own (i, n, key).
+    """
+    assert rounds % 2 == 0, "an even number of rounds keeps the half widths in place"
+    i = np.array(i, dtype=np.uint64, copy=True).reshape(-1)
+    n64 = np.broadcast_to(np.asarray(n, dtype=np.int64), i.shape).reshape(-1)
+    key = np.broadcast_to(np.asarray(key, dtype=np.uint64), i.shape).reshape(-1)
+    w = np.maximum(_bit_length(n64 - 1), 1).astype(np.uint64)
+    wa = (w + np.uint64(1)) // np.uint64(2)  # high part's width
+    wb = w - wa  # low part's width (0 when w == 1)
+    keys = [_mix_inplace(key ^ np.uint64((r + 1) * int(_GOLDEN) % (1 << 64))) for r in range(rounds)]
+
+    def feistel(x: np.ndarray, sel) -> np.ndarray:
+        hi_w, lo_w = wa[sel], wb[sel]
+        lo_mask = (np.uint64(1) << lo_w) - np.uint64(1)
+        hi, lo = x >> lo_w, x & lo_mask
         for k in keys:
-            left, right = right, left ^ (mix64(right ^ k) & mask)
-        return (left << shift) | right
+            # (hi: hi_w bits, lo: lo_w bits) -> (lo, hi ^ F(lo)): the new high part has lo_w bits.
+            f = _mix_inplace(lo ^ k[sel]) & ((np.uint64(1) << hi_w) - np.uint64(1))
+            hi, lo = lo, hi ^ f
+            hi_w, lo_w = lo_w, hi_w
+        return (hi << lo_w) | lo
 
-    out = feistel(i)
-    # The Feistel domain is [0, 4^half) >= n; walking the cycle until we land inside keeps it a bijection of [0, n).
-    bad = out >= np.uint64(n)
-    while bad.any():
-        out[bad] = feistel(out[bad])
-        bad = out >= np.uint64(n)
+    out = feistel(i, slice(None))
+    nu = n64.astype(np.uint64)
+    bad = np.flatnonzero(out >= nu)
+    while len(bad):  # cycle walking: apply again until inside [0, n); keeps it a bijection of [0, n)
+        out[bad] = feistel(out[bad], bad)
+        bad = bad[out[bad] >= nu[bad]]
+    out[n64 <= 1] = 0
     return out
 
 
@@ -148,23 +179,38 @@ class LanguageSampler:
         return self._cache[b]
 
     def lookup(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For global indices ``g``: (language index, chunk index, epoch) arrays of the same shape."""
+        """For global indices ``g``: (language index, chunk index, epoch) arrays of the same shape.
+
+        Cost is O(len(g)) plus one block set-up per 4096-sample block touched (amortized).
+        """
         g = np.asarray(g, dtype=np.int64)
+        shape = g.shape
+        g = g.reshape(-1)
         lang = np.empty_like(g)
         j = np.empty_like(g)
         blocks = g // self.block
-        for b in np.unique(blocks):
-            sel = blocks == b
-            labels, rank, before = self._block(int(b))
+        first, last = (int(blocks.min()), int(blocks.max())) if len(g) else (0, -1)
+        for b in range(first, last + 1) if last - first < 4 else np.unique(blocks).tolist():
+            sel = slice(None) if first == last else blocks == b
+            labels, rank, before = self._block(b)
             pos = g[sel] - b * self.block
-            lang[sel] = labels[pos]
-            j[sel] = before[labels[pos]] + rank[pos]
+            lab = labels[pos]
+            lang[sel] = lab
+            j[sel] = before[lab] + rank[pos]
         n = self.n_chunks[lang]
         epoch = j // n
-        chunk = np.empty_like(g)
-        for lang_id in np.unique(lang):
-            for e in np.unique(epoch[lang == lang_id]):
-                sel = (lang == lang_id) & (epoch == e)
-                key = int(hash64(self.seed, int(lang_id), int(e)))
-                chunk[sel] = permute(j[sel] % n[sel], int(self.n_chunks[lang_id]), key).astype(np.int64)
-        return lang, chunk, epoch
+        key = hash64(self.seed, lang, epoch)
+        chunk = permute(j - epoch * n, n, key).astype(np.int64)
+        return lang.reshape(shape), chunk.reshape(shape), epoch.reshape(shape)
+
+    def samples_per_language(self, g: int) -> np.ndarray:
+        """How many of the global samples [0, g) went to each language (int64 [n_langs]).
+
+        A pure function of g, so per-language counts (and tokens: samples x seq_len)
+        survive a resume on any world size without being stored.
+        """
+        b, r = divmod(int(g), self.block)
+        counts = self._cum_before(b)
+        if r:
+            counts += np.bincount(self._block(b)[0][:r], minlength=len(counts))
+        return counts

@@ -1,17 +1,18 @@
 """Memory-mapped token shards: ``<root>/<lang>/<split>.bin`` + ``.idx`` + ``<root>/manifest.json``.
 
 ``.bin`` is a flat array of token ids (uint16 when the vocabulary fits, else int32).
-``.idx`` is a 24-byte header (magic ``MMETAIDX``, format version u32, bin itemsize u32,
-document count u64) followed by ``n_docs + 1`` int64 token offsets into ``.bin``.
+Since format version 2 every document is stored followed by its ``</s>``
+separator, so ``.bin`` *is* the packed stream ``doc0 </s> doc1 </s> ...`` and a
+packed chunk is one contiguous slice (no per-position document lookup).
+``.idx`` is a 24-byte header (magic ``MMETAIDX``, format version u32, bin itemsize
+u32, document count u64) followed by ``n_docs + 1`` int64 offsets into ``.bin``;
+document d is ``bin[offsets[d] : offsets[d+1] - 1]`` and ``bin[offsets[d+1] - 1]``
+is its separator.
 
 Readers memory-map both files; opening a shard reads only the header and checks
-sizes, so start-up cost does not depend on corpus size.
-
-Packed sequences: the documents of one language form a stream
-``doc0 </s> doc1 </s> ...``; chunk k is stream positions ``[k*C, (k+1)*C)`` with
-``C = max_seq_len - 2``, and becomes ``<s> chunk </s>``. Position x belongs to
-document d where d is the number of documents starting at or before x, minus
-one; its token is ``bin[x - d]`` unless ``x - d == offsets[d + 1]`` (the separator).
+sizes (and the last offset), so start-up cost does not depend on corpus size.
+Version 1 shards (no stored separators) are refused with a message asking to
+rerun ``megameta preprocess``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from megameta.errors import InputError
 
 MAGIC = b"MMETAIDX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER = struct.Struct("<8sIIQ")
 MANIFEST = "manifest.json"
 
@@ -35,47 +36,71 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
 
 
-class ShardWriter:
-    """Append documents to ``<path>.bin/.idx`` under temporary names; ``close()`` renames them into place."""
 
-    def __init__(self, path: str | Path, dtype: np.dtype):
+class ShardWriter:
+    """Append documents to ``<path>.bin/.idx`` under temporary names; ``close()`` renames them into place.
+
+    ``add_flat`` appends many documents at once from a flat array that already holds
+    each document's separator, with their lengths (separator included).
+    """
+
+    def __init__(self, path: str | Path, dtype: np.dtype, eos_id: int):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
+        self.eos_id = int(eos_id)
         self._tmp_bin = self.path.with_name(self.path.name + ".bin.tmp")
         self._bin = open(self._tmp_bin, "wb")
-        self.offsets = [0]
+        self._ends: list[np.ndarray] = []
+        self._n = 0
 
     def add(self, ids: list[int] | np.ndarray) -> None:
+        """One document (without separator)."""
         arr = np.asarray(ids, dtype=self.dtype)
-        self._bin.write(arr.tobytes())
-        self.offsets.append(self.offsets[-1] + len(arr))
+        self.add_flat(np.append(arr, np.asarray(self.eos_id, self.dtype)), np.array([len(arr) + 1]))
+
+    def add_flat(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        flat = np.asarray(flat, dtype=self.dtype)
+        self._bin.write(flat.tobytes())
+        self._ends.append(self._n + np.cumsum(lengths, dtype=np.int64))
+        self._n += len(flat)
+
+    @property
+    def n_docs(self) -> int:
+        return sum(len(e) for e in self._ends)
 
     def close(self) -> tuple[int, int]:
-        """Finish both files atomically; returns (documents, tokens)."""
+        """Finish both files atomically; returns (documents, tokens without separators)."""
         self._bin.flush()
         os.fsync(self._bin.fileno())
         self._bin.close()
-        tmp_idx = self.path.with_name(self.path.name + ".idx.tmp")
-        with open(tmp_idx, "wb") as f:
-            f.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, len(self.offsets) - 1))
-            f.write(np.asarray(self.offsets, dtype=np.int64).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        offsets = np.concatenate([np.zeros(1, np.int64), *self._ends])
+        write_index(self.path.with_name(self.path.name + ".idx.tmp"), offsets, self.dtype)
         # .bin first: a reader checks .idx against .bin, so a crash between the renames is detected.
         os.replace(self._tmp_bin, self.path.with_suffix(".bin"))
-        os.replace(tmp_idx, self.path.with_suffix(".idx"))
-        return len(self.offsets) - 1, self.offsets[-1]
+        os.replace(self.path.with_name(self.path.name + ".idx.tmp"), self.path.with_suffix(".idx"))
+        n_docs = len(offsets) - 1
+        return n_docs, int(offsets[-1]) - n_docs
 
     def abort(self) -> None:
         self._bin.close()
         self._tmp_bin.unlink(missing_ok=True)
 
 
+def write_index(path: Path, offsets: np.ndarray, dtype: np.dtype) -> None:
+    with open(path, "wb") as f:
+        f.write(HEADER.pack(MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, len(offsets) - 1))
+        f.write(np.asarray(offsets, dtype=np.int64).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class TokenShard:
     """A read-only memory-mapped (lang, split) shard.
 
-    ``offsets`` is int64 [n_docs + 1]; ``tokens`` is the flat id array. Neither is read whole.
+    ``offsets`` is int64 [n_docs + 1]; ``tokens`` is the flat id array (separators included).
+    Neither is read whole. ``n_tokens`` counts document tokens (separators excluded),
+    ``stream_len`` the whole packed stream.
     """
 
     def __init__(self, path: str | Path):
@@ -92,7 +117,10 @@ class TokenShard:
         if magic != MAGIC:
             raise InputError(f"{idx_path}: not a MegaMeta index file (bad magic)")
         if version != FORMAT_VERSION:
-            raise InputError(f"{idx_path}: index format version {version}, this tool reads {FORMAT_VERSION}")
+            raise InputError(
+                f"{idx_path}: index format version {version}, this tool reads {FORMAT_VERSION}; "
+                "rerun `megameta preprocess` into a fresh shard dir"
+            )
         if itemsize not in (2, 4):
             raise InputError(f"{idx_path}: bad token item size {itemsize}")
         expected = HEADER.size + 8 * (n_docs + 1)
@@ -108,47 +136,20 @@ class TokenShard:
             raise InputError(
                 f"{bin_path}: size {bin_size} is not a multiple of the token size {itemsize} (truncated?)"
             )
-        self.n_tokens = bin_size // itemsize
-        if int(self.offsets[-1]) != self.n_tokens or int(self.offsets[0]) != 0:
+        self.stream_len = bin_size // itemsize
+        if int(self.offsets[-1]) != self.stream_len or int(self.offsets[0]) != 0:
             raise InputError(
-                f"{idx_path}: index covers {int(self.offsets[-1])} tokens but {bin_path} holds {self.n_tokens} (truncated or mismatched pair)"
+                f"{idx_path}: index covers {int(self.offsets[-1])} tokens but {bin_path} holds {self.stream_len} (truncated or mismatched pair)"
             )
+        self.n_tokens = self.stream_len - self.n_docs
         # np.memmap refuses empty files; an empty shard has no tokens to map.
         self.tokens = (
-            np.memmap(bin_path, dtype=self.dtype, mode="r") if self.n_tokens else np.zeros(0, self.dtype)
+            np.memmap(bin_path, dtype=self.dtype, mode="r") if self.stream_len else np.zeros(0, self.dtype)
         )
 
-    @property
-    def stream_len(self) -> int:
-        """Tokens in the packed stream: every document plus one separator after it."""
-        return self.n_tokens + self.n_docs
-
     def doc(self, d: int) -> np.ndarray:
-        return np.asarray(self.tokens[self.offsets[d] : self.offsets[d + 1]])
-
-    def _doc_of(self, x: np.ndarray) -> np.ndarray:
-        """Vectorized: for stream positions x, the document d with offsets[d] + d <= x < offsets[d+1] + d + 1."""
-        lo = np.zeros(x.shape, dtype=np.int64)
-        hi = np.full(x.shape, self.n_docs, dtype=np.int64)  # invariant: start(lo) <= x < start(hi)
-        while True:
-            active = hi - lo > 1
-            if not active.any():
-                return lo
-            mid = (lo + hi) // 2
-            start = self.offsets[mid] + mid
-            go_right = active & (start <= x)
-            lo = np.where(go_right, mid, lo)
-            hi = np.where(active & ~go_right, mid, hi)
-
-    def stream_tokens(self, x: np.ndarray, eos_id: int) -> np.ndarray:
-        """Token ids at stream positions ``x`` (any shape, values in [0, stream_len))."""
-        d = self._doc_of(x)
-        flat = x - d
-        sep = flat == self.offsets[d + 1]
-        safe = np.minimum(flat, max(self.n_tokens - 1, 0))
-        out = self.tokens[safe].astype(np.int64) if self.n_tokens else np.zeros(x.shape, np.int64)
-        out[sep] = eos_id
-        return out
+        """Document d's token ids (without its separator)."""
+        return np.asarray(self.tokens[self.offsets[d] : self.offsets[d + 1] - 1])
 
 
 def read_manifest(root: str | Path) -> dict:

@@ -100,7 +100,9 @@ class ModelConfig:
                 f"{path}.num_heads: must divide hidden_size ({cfg.hidden_size}), got {cfg.num_heads}"
             )
         if self.vocab_size < 0:
-            raise ConfigError(f"{path}.vocab_size: must be >= 0 (0 = from the tokenizer), got {self.vocab_size}")
+            raise ConfigError(
+                f"{path}.vocab_size: must be >= 0 (0 = from the tokenizer), got {self.vocab_size}"
+            )
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if value < 0 or (self.vocab_size and value >= self.vocab_size):
@@ -118,7 +120,9 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}: must be > 0, got {getattr(self, name)}")
         if self.loss_chunk_size <= 0:
-            raise ConfigError(f"{path}.loss_chunk_size: must be a positive integer, got {self.loss_chunk_size}")
+            raise ConfigError(
+                f"{path}.loss_chunk_size: must be a positive integer, got {self.loss_chunk_size}"
+            )
 
     @property
     def max_seq_len(self) -> int:

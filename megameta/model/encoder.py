@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from megameta.errors import ConfigError
 from megameta.kernels import layer_norm_class
 from megameta.model.config import ModelConfig
 
@@ -77,7 +78,7 @@ class Embeddings(nn.Module):
         positions = torch.cumsum(not_pad, dim=1, dtype=torch.int32) * not_pad + self.padding_idx
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions.long())
         # Only one token type exists, so its lookup is a broadcast add of row 0.
-        x = x + self.token_type_embeddings.weight[0]
+        x = x + self.token_type_embeddings(input_ids.new_zeros(1))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -103,18 +104,33 @@ class Layer(nn.Module):
         """x: [B, T, H]; mask: bool [B, 1, 1, T], True = attend, or None for no padding."""
         b, t, h = x.shape
         attn = self.attention.self
-        q, k, v = (
-            proj(x).view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
-            for proj in (attn.query, attn.key, attn.value)
-        )
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        # One GEMM for q, k and v is ~2x faster than three on CPU; the weights stay separate
+        # parameters so that the names match Hugging Face, and the concatenation is cheap.
+        weight = torch.cat((attn.query.weight, attn.key.weight, attn.value.weight))
+        bias = torch.cat((attn.query.bias, attn.key.bias, attn.value.bias))
+        q, k, v = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        p = self.attention_dropout if self.training else 0.0
+        if p > 0.0 and x.device.type == "cpu":
+            a = _attention_with_dropout(q, k, v, mask, p)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         a = a.transpose(1, 2).reshape(b, t, h)
         out = self.attention.output
         x = out.LayerNorm(x + self.dropout(out.dense(a)))
         y = self.output.dense(F.gelu(self.intermediate.dense(x)))
         return self.output.LayerNorm(x + self.dropout(y))
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d)) with dropout, then @ v; [B, heads, T, d] in and out.
+
+    On CPU, SDPA with dropout_p > 0 is ~50x slower than these four ops (measured, torch 2.13);
+    without dropout, or on GPU, SDPA is used.
+    """
+    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return F.dropout(scores.softmax(-1), p, training=True) @ v
 
 
 class LMHead(nn.Module):
@@ -144,13 +160,14 @@ class XLMRForMaskedLM(nn.Module):
         cfg = cfg.resolved()
         cfg.validate()
         if cfg.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (> 0) before building the model")
+            raise ConfigError("model.vocab_size: must be set (> 0) before building the model, got 0")
         self.cfg = cfg
         layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.roberta = _Group(embeddings=Embeddings(cfg), encoder=_Group(layer=layers))
         self.lm_head = LMHead(cfg)
         self.lm_head.decoder.weight = self.roberta.embeddings.word_embeddings.weight
         self.apply(self._init_weights)
+        _register_zero3_external_params(self)
         if cfg.compile:
             for layer in layers:
                 layer.compile()
@@ -204,8 +221,11 @@ class XLMRForMaskedLM(nn.Module):
         head = self.lm_head
         rows = hidden.reshape(b * t, h).index_select(0, index)
         rows = head.layer_norm(F.gelu(head.dense(rows)))
+        tensors = (rows, head.decoder.weight, head.bias)
+        if not torch.is_grad_enabled():  # else the Function would still form the gradients
+            tensors = tuple(x.detach() for x in tensors)
         loss, token_losses = _ChunkedLinearCrossEntropy.apply(
-            rows, head.decoder.weight, head.bias, flat.index_select(0, index), self.cfg.loss_chunk_size
+            *tensors, flat.index_select(0, index), self.cfg.loss_chunk_size
         )
         return MaskedLMOutput(loss, token_losses, masked_rows)
 
@@ -261,6 +281,24 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _register_zero3_external_params(model: XLMRForMaskedLM) -> None:
+    """Tell DeepSpeed ZeRO-3 which parameters are read outside their owner's ``forward``.
+
+    The fused q/k/v projection and the masked-only output layer use weights directly, so
+    ZeRO-3's per-module gather hooks would not fetch them. A no-op without DeepSpeed.
+    """
+    try:
+        from deepspeed.zero import register_external_parameter
+    except ImportError:
+        return
+    for layer in model.roberta.encoder.layer:
+        for proj in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
+            register_external_parameter(layer, proj.weight)
+            register_external_parameter(layer, proj.bias)
+    register_external_parameter(model, model.lm_head.decoder.weight)
+    register_external_parameter(model, model.lm_head.bias)
 
 
 def _padding_mask(attention_mask: Tensor | None) -> Tensor | None:

@@ -187,4 +187,10 @@ def prune(root: Path, keep_last: int, keep_every: int) -> list[str]:
     removed = [t for t in tags if t not in keep]
     for tag in removed:
         shutil.rmtree(root / tag, ignore_errors=True)
+    # Universal (re-sharded) copies are only needed until the resumed run has saved again.
+    newest = step_of(tags[-1]) if tags else -1
+    for path in root.glob("step_*_universal"):
+        if step_of(path.name.removesuffix("_universal")) < newest:
+            shutil.rmtree(path, ignore_errors=True)
+    (root / "latest_universal").unlink(missing_ok=True)
     return removed

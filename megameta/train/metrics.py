@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -41,22 +42,26 @@ def peak_tflops(device: torch.device) -> float | None:
 class MetricLogger:
     """Writes scalars on rank 0 only; every method is a no-op elsewhere."""
 
-    def __init__(self, tb_dir: Path, is_main: bool, tensorboard: bool, total_steps: int):
+    def __init__(self, phase_dir: Path, is_main: bool, tensorboard: bool, total_steps: int):
         self.is_main = is_main
+        self.log_path = phase_dir / "train_log.jsonl"
         self.total_steps = total_steps
         self.start = time.time()
         self.writer = None
+        self.tb_dir = phase_dir / "tensorboard" if is_main and tensorboard else None
+        self.purge_step: int | None = None
         self.bar = None
-        if is_main and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(tb_dir))
         if is_main and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None and self.tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events an interrupted run wrote after the checkpoint we resumed from.
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=self.purge_step)
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
@@ -98,6 +103,24 @@ class MetricLogger:
             self.bar.write(line)
         else:
             print(line, flush=True)
+
+    def record(self, row: dict) -> None:
+        """Append one JSON line to ``train_log.jsonl`` (the exact loss trajectory, for tests and tools)."""
+        if self.is_main:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop log rows newer than ``step`` (written by a run that died before its next checkpoint)."""
+        self.purge_step = step + 1
+        if not self.is_main or not self.log_path.exists():
+            return
+        rows = [
+            line
+            for line in self.log_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
+        self.log_path.write_text("".join(row + "\n" for row in rows))
 
     def close(self) -> None:
         if self.writer is not None:

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,9 +92,7 @@ class Trainer:
         )
         self.global_batch = self.ds_config["train_batch_size"]
         self.total_steps = phase_budget_steps(cfg, phase, self.global_batch)
-        self.log = MetricLogger(
-            self.phase_dir / "tensorboard", self.is_main, train.tensorboard, self.total_steps
-        )
+        self.log = MetricLogger(self.phase_dir, self.is_main, train.tensorboard, self.total_steps)
 
         tok_dir = cfg.tokenizer_dir
         self.tokenizer = load_tokenizer(tok_dir)
@@ -137,6 +136,15 @@ class Trainer:
         if phase.init_from:
             self.init_source = self._load_init_weights(model, phase.init_from)
 
+        self._find_resume()
+        from deepspeed.checkpoint import constants as ds_ckpt
+
+        # Lets ds_to_universal re-shard our checkpoints when a run resumes on another world size.
+        setattr(
+            model,
+            ds_ckpt.UNIVERSAL_CHECKPOINT_INFO,
+            {ds_ckpt.UNIVERSAL_CHECKPOINT_VERSION_KEY: ds_ckpt.UNIVERSAL_CHECKPOINT_VERSION_VALUE},
+        )
         groups = param_groups(model, cfg.optim.weight_decay)
         lr = phase.lr or cfg.optim.lr
         warmup = phase.warmup_steps if phase.warmup_steps is not None else cfg.optim.warmup_steps
@@ -193,9 +201,9 @@ class Trainer:
         mc.validate("model")
         return mc
 
-    def _load_init_weights(self, model: torch.nn.Module, ref: str) -> str:
+    def _load_init_weights(self, model: torch.nn.Module, ref: str) -> dict:
         """Phase hand-off: weights only (optimizer and schedule start fresh)."""
-        from megameta.convert import load_weights
+        from megameta.convert import load_weights, state_dict_digest
 
         source = (
             self.cfg.phase_dir(ref)
@@ -212,9 +220,14 @@ class Trainer:
             raise InputError(
                 f"{where}: weights do not fit model (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
+        # Recorded in DONE.json so the hand-off can be checked against the source's own weights.
+        digest = state_dict_digest(model.state_dict())
         if self.is_main:
-            print(f"[train] {self.phase.name}: initialized from {where}", flush=True)
-        return str(where)
+            print(
+                f"[train] {self.phase.name}: initialized from {where} (weights sha256 {digest[:12]})",
+                flush=True,
+            )
+        return {"source": str(where), "weights_sha256": digest}
 
     def _write_run_files(self) -> None:
         import yaml
@@ -249,8 +262,68 @@ class Trainer:
         )
         self.lang_samples = list(state["lang_samples"])
 
+    def _find_resume(self) -> None:
+        """Pick the checkpoint to resume from (before the engine exists: a world-size change needs config)."""
+        tag = None
+        if self.is_main and self.ckpt_root.is_dir():
+            tag = ckpt.find_valid(self.ckpt_root, log=self._print)
+        box = [tag]
+        dist.broadcast_object_list(box, src=0)  # one rank checksums; all agree on the tag
+        self.resume_tag = self.load_tag = box[0]
+        if self.resume_tag is None:
+            return
+        meta = ckpt.read_meta(self.ckpt_root / self.resume_tag)
+        saved_stage, stage = meta.get("zero_stage"), self.ds_config["zero_optimization"].get("stage", 0)
+        if saved_stage is not None and saved_stage != stage:
+            raise InputError(
+                f"{self.ckpt_root / self.resume_tag} was saved with ZeRO-{saved_stage} but this run uses ZeRO-{stage}; "
+                f"resume with the same stage, or start a new phase from its weights (init_from)"
+            )
+        if meta["world_size"] != self.world and stage == 3:
+            # DeepSpeed 0.19's ZeRO-3 universal load restores weights exactly but not the optimizer
+            # state (the loss trajectory drifts): refuse rather than resume silently off-course.
+            raise InputError(
+                f"{self.ckpt_root / self.resume_tag}: resuming ZeRO-3 on {self.world} ranks (saved on {meta['world_size']}) "
+                f"is not supported; resume on {meta['world_size']} ranks, or convert it and start a new phase with init_from"
+            )
+        if meta["world_size"] != self.world and stage > 0:
+            # ZeRO partitions optimizer state by rank: re-shard through DeepSpeed's universal checkpoint.
+            self.load_tag = self._universal(self.resume_tag)
+            self.ds_config["checkpoint"] = {**self.ds_config.get("checkpoint", {}), "load_universal": True}
+
+    def _universal(self, tag: str) -> str:
+        out = self.ckpt_root / f"{tag}_universal"
+        if self.is_main and not out.exists():
+            tmp = self.ckpt_root / f".{tag}_universal.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._print(f"[train] world size changed: converting {tag} to a universal checkpoint")
+            cmd = [
+                sys.executable,
+                "-m",
+                "deepspeed.checkpoint.ds_to_universal",
+                "--input_folder",
+                str(self.ckpt_root / tag),
+                "--output_folder",
+                str(tmp),
+                "--num_extract_workers",
+                "1",
+                "--num_merge_workers",
+                "1",
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise InputError(
+                    f"cannot re-shard {self.ckpt_root / tag} for {self.world} ranks: {proc.stderr.strip().splitlines()[-1:]}"
+                )
+            for name in os.listdir(self.ckpt_root / tag):
+                if name.startswith("rng_rank") or name == ckpt.META:
+                    shutil.copy(self.ckpt_root / tag / name, tmp / name)
+            os.replace(tmp, out)
+        dist.barrier()
+        return out.name
+
     def _resume(self) -> None:
-        tag = ckpt.find_valid(self.ckpt_root, log=self._print) if self.ckpt_root.is_dir() else None
+        tag = self.load_tag
         if tag is None:
             return
         _, client = self.engine.load_checkpoint(str(self.ckpt_root), tag=tag, load_module_strict=True)
@@ -265,8 +338,11 @@ class Trainer:
                 f"[train] world size changed ({client['megameta']['world_size']} -> {self.world}): data stream continues, RNG reseeded"
             )
             seed_everything(self.cfg.train.seed + self.step)
+        self.log.truncate_after(
+            self.step
+        )  # rows logged after this checkpoint by the interrupted run get replayed
         self._print(
-            f"[train] resumed {self.phase.name} from {tag} (step {self.step}, {self.tokens_seen:,} tokens)"
+            f"[train] resumed {self.phase.name} from {self.resume_tag} (step {self.step}, {self.tokens_seen:,} tokens)"
         )
 
     def save(self) -> None:
@@ -467,6 +543,16 @@ class Trainer:
         )
         self.log.scalars(scalars, self.step)
         self.log.console(self.step, self.tokens_seen, loss, scalars["train/lr"], tokens / dt, lang_losses)
+        self.log.record(
+            {
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "tokens_seen": self.tokens_seen,
+                "loss": loss,
+                "lr": scalars["train/lr"],
+                "lang_loss": lang_losses,
+            }
+        )
         for k in ("loss_sum", "loss_cnt"):
             window[k].zero_()
         window["tokens"] = 0

@@ -1,0 +1,28 @@
+"""Session fixtures shared across the suite: one tiny two-phase run that several tests inspect."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import make_corpus, megameta, tiny_config, write_config
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_corpus):
+    """`megameta pipeline` end to end (2 DeepSpeed ranks on CPU) on the tiny corpus, run once per session."""
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = tiny_config(root / "run", tiny_corpus)
+    config_path = write_config(root / "config.yaml", cfg)
+    proc = megameta("pipeline", "--config", str(config_path), timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"tiny pipeline failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return {"root": root, "run": root / "run", "config": config_path, "cfg": cfg, "proc": proc,
+            "done": {p: json.loads((root / "run" / p / "DONE.json").read_text()) for p in ("meta", "xlingual")}}  # fmt: skip

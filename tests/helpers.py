@@ -1,0 +1,197 @@
+"""Shared test helpers: a tiny corpus in the demo corpus's layout, tiny run configs, CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+LABELS = [
+    "People",
+    "Geography",
+    "History",
+    "Arts",
+    "Technology",
+    "Mathematics",
+    "Philosophy and religion",
+    "Everyday life",
+]
+
+# Topic words per label and language: enough signal for a classifier, shared across languages by meaning.
+TOPIC_WORDS = {
+    "en": [["actor", "singer", "born", "writer"], ["river", "mountain", "city", "coast"], ["war", "empire", "king", "century"],
+           ["painting", "music", "film", "poem"], ["engine", "computer", "software", "machine"], ["number", "theorem", "equation", "geometry"],
+           ["god", "religion", "philosopher", "belief"], ["food", "sport", "house", "clothing"]],
+    "fr": [["acteur", "chanteuse", "née", "écrivain"], ["fleuve", "montagne", "ville", "côte"], ["guerre", "empire", "roi", "siècle"],
+           ["peinture", "musique", "film", "poème"], ["moteur", "ordinateur", "logiciel", "machine"], ["nombre", "théorème", "équation", "géométrie"],
+           ["dieu", "religion", "philosophe", "croyance"], ["nourriture", "sport", "maison", "vêtement"]],
+    "es": [["actor", "cantante", "nacido", "escritor"], ["río", "montaña", "ciudad", "costa"], ["guerra", "imperio", "rey", "siglo"],
+           ["pintura", "música", "película", "poema"], ["motor", "computadora", "programa", "máquina"], ["número", "teorema", "ecuación", "geometría"],
+           ["dios", "religión", "filósofo", "creencia"], ["comida", "deporte", "casa", "ropa"]],
+}  # fmt: skip
+FILLER = {
+    "en": "the of and in is was a to for with on by from an as at".split(),
+    "fr": "le la de et en est était un une pour avec sur par du des les".split(),
+    "es": "el la de y en es fue un una para con sobre por del los las".split(),
+    "ru": "и в не на что он это как по но из она к у за мы".split(),
+}
+UDHR_CODES = {"en": "eng", "fr": "fra", "es": "spa", "ru": "rus"}
+SCRIPTS = {"eng": "Latin", "fra": "Latin", "spa": "Latin", "rus": "Cyrillic"}
+
+
+def _sentence(rng: random.Random, lang: str, label: int | None, n: int) -> str:
+    words = []
+    for _ in range(n):
+        if label is not None and lang in TOPIC_WORDS and rng.random() < 0.3:
+            words.append(rng.choice(TOPIC_WORDS[lang][label]))
+        else:
+            words.append(rng.choice(FILLER[lang]))
+    return " ".join(words).capitalize() + "."
+
+
+def make_corpus(root: Path, docs_per_lang: int = 120, seed: int = 0) -> Path:
+    """A small corpus in the demo layout: wiki/{en,fr,es}/{train,valid,test}.jsonl, udhr/{train,heldout}/*.jsonl."""
+    rng = random.Random(seed)
+    for lang in ("en", "fr", "es"):
+        for split, n in (
+            ("train", docs_per_lang),
+            ("valid", docs_per_lang // 6),
+            ("test", docs_per_lang // 4),
+        ):
+            path = root / "wiki" / lang / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                for i in range(n):
+                    label = rng.randrange(len(LABELS))
+                    text = " ".join(
+                        _sentence(rng, lang, label, rng.randint(8, 20)) for _ in range(rng.randint(2, 5))
+                    )
+                    f.write(
+                        json.dumps(
+                            {
+                                "id": f"{lang}-{split}-{i}",
+                                "text": text,
+                                "topic": LABELS[label],
+                                "label": LABELS[label],
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
+    languages = {}
+    for lang, code in UDHR_CODES.items():
+        for split, articles in (("train", range(0, 21)), ("heldout", range(21, 31))):
+            path = root / "udhr" / split / f"{code}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                for a in articles:
+                    art_rng = random.Random(f"{a}:{lang}")
+                    text = " ".join(_sentence(art_rng, lang, None, 12) for _ in range(3))
+                    f.write(
+                        json.dumps({"id": f"{code}:{a}", "article": a, "text": text}, ensure_ascii=False)
+                        + "\n"
+                    )
+        languages[code] = {
+            "bcp47": lang,
+            "iso6393": code,
+            "name": lang,
+            "direction": "ltr",
+            "script": SCRIPTS[code],
+            "articles": 31,
+        }
+    (root / "udhr" / "languages.json").write_text(json.dumps(languages, indent=2))
+    return root
+
+
+def tiny_config(run_dir: Path, corpus_dir: Path, **sections) -> dict:
+    """A run config dict for a seconds-long two-phase run on :func:`make_corpus` data."""
+    cfg = {
+        "run_dir": str(run_dir),
+        "corpus": {"dir": str(corpus_dir), "demo": False},
+        "tokenizer": {"vocab_size": 250, "max_sentences": 3000},
+        "data": {
+            "sources": {
+                "en": ["wiki/en/train.jsonl", "udhr/train/eng.jsonl"],
+                "fr": ["wiki/fr/train.jsonl", "udhr/train/fra.jsonl"],
+                "es": ["wiki/es/train.jsonl"],
+                "ru": ["udhr/train/rus.jsonl"],
+            },
+            "valid_sources": {lang: [f"wiki/{lang}/valid.jsonl"] for lang in ("en", "fr", "es")},
+            "workers": 1,
+            "max_seq_len": 32,
+        },
+        "model": {
+            "preset": "custom",
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 40,
+        },
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "train": {"micro_batch_size": 4, "log_every": 2, "save_every": 2, "eval_batches": 1, "seed": 7},
+        "phases": [
+            {"name": "meta", "langs": ["en"], "steps": 4},
+            {"name": "xlingual", "langs": ["en", "fr", "es", "ru"], "steps": 4, "init_from": "meta"},
+        ],
+        "baseline": [{"name": "baseline", "langs": ["en", "fr", "es", "ru"], "steps": 8}],
+        "evaluate": {
+            "mlm_files": {
+                "en": ["wiki/en/test.jsonl"],
+                "fr": ["wiki/fr/test.jsonl"],
+                "ru": ["udhr/heldout/rus.jsonl"],
+            },
+            "mlm_max_docs": 20,
+            "max_seq_len": 32,
+            "retrieval_langs": ["eng", "fra", "rus"],
+            "classify_seeds": [1],
+            "classify_max_train": 60,
+            "classify_max_test": 30,
+        },
+        "launch": {"launcher": "deepspeed", "nproc": 2},
+    }
+    for key, value in sections.items():
+        cfg[key] = (
+            {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+        )
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+    env.update(extra)
+    return env
+
+
+def megameta(
+    *args: str, timeout: int = 600, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter (what users run); returns the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "megameta.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or cli_env(),
+        cwd=cwd or REPO,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
