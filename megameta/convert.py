@@ -1,17 +1,39 @@
 """Training checkpoint (any ZeRO stage, any world size) -> Hugging Face model dir, and back.
 
-``megameta convert CKPT OUT`` writes ``config.json``, ``model.safetensors``, the
-tokenizer files and ``megameta_provenance.json`` (source checkpoint, step,
-tokens, phase, config hash), then verifies that ``transformers`` loads the dir
-and gives the same logits as our model on a fixed batch.
+``megameta convert CKPT OUT`` writes ``config.json``, ``model.safetensors`` (or
+``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json`` above
+``--shard-size``), the tokenizer files and ``megameta_provenance.json`` (source
+checkpoint, step, tokens, phase, config hash), then verifies that ``transformers``
+loads the dir and gives the same logits as our model on a fixed batch.
+
+Memory: the exact fp32 weights are streamed, one rank's file at a time, straight
+into the output files at their final byte offsets, so no full copy of the model is
+ever held (see :func:`_pieces` for exactly what is read from each file). Rank files
+are opened with ``torch.load(mmap=True)``: unpickling reads only the object graph;
+tensor bytes are paged in on first touch, and we touch only the fp32 master
+partition, never Adam's ``exp_avg``/``exp_avg_sq`` next to it. Pages already copied
+are handed back to the kernel (``madvise(MADV_DONTNEED)``) so even one rank's
+partition is not resident at once.
+
+``megameta convert --from-hf HF_DIR OUT`` goes the other way: OUT becomes a
+weights-only checkpoint (``OUT/checkpoints/step_00000000`` in DeepSpeed's ZeRO-0
+layout, plus ``OUT/tokenizer``) that ``phases[i].init_from=OUT`` starts training
+from, and that ``megameta convert OUT HF2`` turns back into a bitwise-equal HF dir.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import math
+import mmap
+import os
+import re
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -22,14 +44,383 @@ from megameta.model import ModelConfig, XLMRForMaskedLM, from_hf_config, to_hf_c
 from megameta.train import checkpoint as ckpt
 
 VERIFY_TOL = 1e-4
+DEFAULT_SHARD_SIZE = "2GB"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_ST_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+#: tied alias -> the parameter stored (Hugging Face saves only the right-hand names).
+TIED = {
+    "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+PROVENANCE = "megameta_provenance.json"
+
+
+# ------------------------------------------------------------------ reading a checkpoint
+def _load(path: Path) -> dict:
+    """Unpickle a DeepSpeed file with lazily mapped tensor data (nothing is paged in yet)."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError:  # legacy (non-zip) serialization cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise InputError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+
+
+_PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _release(t: torch.Tensor) -> None:
+    """Drop the resident pages of a (file-mapped, read-only) tensor; they are re-read if touched again."""
+    if _libc is None or t.numel() == 0:
+        return
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    lo, hi = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE  # whole pages inside the tensor only
+    if hi > lo:
+        _libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+
+
+def _model_states_file(ckpt_dir: Path, stage: int) -> Path:
+    name = "zero_pp_rank_0_mp_rank_00_model_states.pt" if stage == 3 else "mp_rank_00_model_states.pt"
+    path = ckpt_dir / name
+    if not path.exists():
+        raise InputError(f"{path} missing (not a ZeRO-{stage} DeepSpeed checkpoint?)")
+    return path
+
+
+def _optim_files(ckpt_dir: Path) -> list[Path]:
+    def rank(p: Path) -> int:
+        m = re.search(r"zero_pp_rank_(\d+)_", p.name)
+        return int(m.group(1)) if m else 0
+
+    return sorted(ckpt_dir.glob("*_optim_states.pt"), key=rank)
+
+
+class CheckpointReader:
+    """The fp32 weights of one checkpoint dir as ``names`` (HF name -> shape) and a stream of pieces.
+
+    What is read from each file:
+    - model states (``mp_rank_00_model_states.pt``, or rank 0's ``zero_pp_rank_0_...`` for ZeRO-3):
+      ``param_shapes`` (names, shapes and flat order of the parameters), ``shared_params`` and
+      ``buffer_names``; for ZeRO-0 without fp32 optimizer partitions, the ``module`` tensors themselves.
+    - every rank's ``*_optim_states.pt`` (ZeRO 1-3, and ZeRO-0 bf16's ``bf16_zero_pp_rank_*``), one at a
+      time: the fp32 master partitions only (``single_partition_of_fp32_groups`` for ZeRO 0-2,
+      ``fp32_flat_groups`` for ZeRO-3) and the scalar layout fields (``partition_count``,
+      ``param_alignment_paddings``, ``zero_stage``). Adam moments are never paged in.
+    """
+
+    def __init__(self, ckpt_dir: Path):
+        self.dir = ckpt_dir
+        meta = ckpt.read_meta(ckpt_dir)
+        self.stage = int(meta.get("zero_stage") or 0)
+        self.optim_files = _optim_files(ckpt_dir)
+        states = _load(_model_states_file(ckpt_dir, self.stage))
+        self.shared = dict(states.get("shared_params") or {})
+        self.buffer_names = list(states.get("buffer_names") or [])
+        groups = states.get("param_shapes")
+        if self.optim_files and groups is None:
+            raise InputError(f"{ckpt_dir}: optimizer partitions without param_shapes in the model states file")
+        self.module_only = not self.optim_files  # ZeRO-0 fp32: the module holds the fp32 weights
+        if self.module_only:
+            module = states["module"]
+            self.groups = [{k: v.shape for k, v in module.items() if k not in TIED}]
+        else:
+            self.groups = [dict(g) for g in groups]
+        self.names: dict[str, torch.Size] = {}
+        for g in self.groups:
+            for name, shape in g.items():
+                self.names[TIED.get(name, name)] = torch.Size(shape)
+        for name in self.buffer_names:
+            if name in states["module"] and states["module"][name].is_floating_point():
+                self.names[name] = states["module"][name].shape
+        self._states = states
+
+    def __len__(self) -> int:
+        return max(1, len(self.optim_files))
+
+    def pieces(self, progress=None) -> Iterator[tuple[str, int, torch.Tensor]]:
+        """Yield ``(name, element offset into the flattened parameter, 1-D tensor)``; each element once."""
+        module = self._states["module"]
+        for name in self.buffer_names:
+            if name in self.names:
+                yield name, 0, module[name].reshape(-1)
+        if self.module_only:
+            for name in self.names:
+                if name not in self.buffer_names:
+                    yield name, 0, module[name].reshape(-1)
+            if progress is not None:
+                progress.update(1)
+            return
+        del module
+        self._states = None  # the model states file's module tensors are not needed any more
+        if self.stage == 3:
+            yield from self._zero3(progress)
+        else:
+            yield from self._zero012(progress)
+
+    def _open_rank(self, r: int, path: Path, key: str) -> tuple[list[torch.Tensor], dict]:
+        osd = _load(path).get("optimizer_state_dict", {})
+        if key not in osd:
+            raise InputError(f"{path}: no {key} in the optimizer state (not a ZeRO-{self.stage} checkpoint?)")
+        count = osd.get("partition_count")
+        count = max(count) if isinstance(count, list) else count
+        if count is not None and count != len(self.optim_files):
+            raise InputError(
+                f"{self.dir}: {len(self.optim_files)} *_optim_states.pt files but saved by {count} ranks "
+                f"(a rank's file is missing)"
+            )
+        return osd[key], osd
+
+    def _zero012(self, progress) -> Iterator[tuple[str, int, torch.Tensor]]:
+        """ZeRO 1/2 (and bf16 ZeRO-0): per param group, rank r holds one contiguous slice of the flat fp32 group.
+
+        Same layout as zero_to_fp32: ranks' slices concatenated (padding already stripped) give the
+        group's flat vector; parameters follow each other in ``param_shapes`` order, each followed by
+        its ``param_alignment_paddings`` entry. Rank r's slice starts at r * (rank 0's slice length).
+        """
+        world = len(self.optim_files)
+        full: list[int] = []  # rank 0's slice length per group: every rank but the last holds this many
+        for r, path in enumerate(self.optim_files):
+            parts, osd = self._open_rank(r, path, "single_partition_of_fp32_groups")
+            paddings = osd.get("param_alignment_paddings")
+            if r == 0:
+                full = [p.numel() for p in parts]
+                if len(parts) != len(self.groups):
+                    raise InputError(f"{path}: {len(parts)} fp32 groups but {len(self.groups)} param groups")
+            for g, (shapes, part) in enumerate(zip(self.groups, parts)):
+                lo, hi = r * full[g], r * full[g] + part.numel()
+                offset = 0
+                for i, (name, shape) in enumerate(shapes.items()):
+                    n = math.prod(shape)
+                    a, b = max(offset, lo), min(offset + n, hi)
+                    if a < b:
+                        yield TIED.get(name, name), a - offset, part[a - lo : b - lo]
+                    offset += n + (paddings[g][i] if paddings else 0)
+                if r == world - 1 and offset > hi:
+                    raise MegaMetaError(f"{self.dir}: param group {g} needs {offset} fp32 elements, ranks hold {hi}")
+            del parts, osd
+            if progress is not None:
+                progress.update(1)
+
+    def _zero3(self, progress) -> Iterator[tuple[str, int, torch.Tensor]]:
+        """ZeRO-3: each parameter is split in ``ceil(numel / world)`` elements per rank (the last padded);
+        rank r's flat groups hold its slices of all parameters back to back, in ``param_shapes`` order."""
+        world = len(self.optim_files)
+        params = [(name, math.prod(shape)) for g in self.groups for name, shape in g.items()]
+        for r, path in enumerate(self.optim_files):
+            flats, _ = self._open_rank(r, path, "fp32_flat_groups")
+            bounds = [0]
+            for f in flats:
+                bounds.append(bounds[-1] + f.numel())
+            gi, offset = 0, 0
+            for name, n in params:
+                part = math.ceil(n / world)
+                want = max(0, min(part, n - r * part))  # real (unpadded) elements of this rank's slice
+                done = 0
+                while done < want:
+                    while offset + done >= bounds[gi + 1]:
+                        gi += 1
+                    a = offset + done - bounds[gi]
+                    take = min(want - done, bounds[gi + 1] - (offset + done))
+                    yield TIED.get(name, name), r * part + done, flats[gi][a : a + take]
+                    done += take
+                offset += part
+            if offset != bounds[-1]:
+                raise MegaMetaError(f"{path}: consumed {offset} of {bounds[-1]} fp32 elements (layout mismatch)")
+            del flats
+            if progress is not None:
+                progress.update(1)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rank", disable=None, file=sys.stderr)
+
+
+def _fill(reader: CheckpointReader, targets: dict[str, torch.Tensor], desc: str = "reading") -> None:
+    """Copy the checkpoint's fp32 weights into preallocated tensors (one per name in ``reader.names``)."""
+    flat = {k: v.view(-1) for k, v in targets.items()}
+    seen = dict.fromkeys(flat, 0)
+    with _progress(len(reader), desc) as bar:
+        for name, start, piece in reader.pieces(bar):
+            flat[name][start : start + piece.numel()].copy_(piece.detach())
+            seen[name] += piece.numel()
+            _release(piece)
+    short = [k for k, v in seen.items() if v != flat[k].numel()]
+    if short:
+        raise MegaMetaError(f"{reader.dir}: incomplete weights for {short[:3]} (layout not understood)")
 
 
 def consolidated_state_dict(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights from a DeepSpeed checkpoint dir (ZeRO 0-3, any world size)."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    """fp32 weights from a DeepSpeed checkpoint dir (ZeRO 0-3, any world size), tied aliases included.
 
-    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir.parent), tag=ckpt_dir.name)
-    return {k: v.float() for k, v in state.items()}
+    Peak memory: the returned tensors (one fp32 copy) plus a few pages of the file being read.
+    """
+    reader = CheckpointReader(Path(ckpt_dir))
+    state = {name: torch.empty(shape, dtype=torch.float32) for name, shape in reader.names.items()}
+    _fill(reader, state)
+    for alias, target in TIED.items():
+        if target in state:
+            state[alias] = state[target]
+    return state
+
+
+# ------------------------------------------------------------------ writing safetensors
+def parse_size(text: str | int) -> int:
+    """'2GB' -> 2e9 bytes, '500MiB' -> 500 * 2**20 (Hugging Face's convention); ints pass through."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise InputError(f"--shard-size: expected a size like 2GB or 500MiB, got {text!r}")
+    unit = (m.group(2) or "B").upper()
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    scale |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    return int(float(m.group(1)) * scale[unit])
+
+
+class SafetensorsWriter:
+    """Safetensors file(s) whose headers are written first; tensor bytes then land at their final offsets
+    in any order (``write(name, element_offset, piece)``), so nothing is buffered in memory."""
+
+    def __init__(self, out_dir: Path, names: dict[str, torch.Size], dtype: torch.dtype, shard_size: int):
+        self.dtype, self.esize = dtype, torch.empty((), dtype=dtype).element_size()
+        shards: list[list[str]] = [[]]
+        size = 0
+        for name, shape in names.items():
+            nbytes = math.prod(shape) * self.esize
+            if shards[-1] and size + nbytes > shard_size:
+                shards.append([])
+                size = 0
+            shards[-1].append(name)
+            size += nbytes
+        n = len(shards)
+        files = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.where: dict[str, tuple[int, int]] = {}  # name -> (fd, byte offset of its data)
+        self.fds, self.total = [], 0
+        self.written = dict.fromkeys(names, 0)
+        self.numel = {k: math.prod(v) for k, v in names.items()}
+        for fname, members in zip(files, shards):
+            header: dict = {"__metadata__": {"format": "pt"}}
+            pos = 0
+            for name in members:
+                nbytes = self.numel[name] * self.esize
+                header[name] = {"dtype": _ST_DTYPE[dtype], "shape": list(names[name]), "data_offsets": [pos, pos + nbytes]}
+                pos += nbytes
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            fd = os.open(out_dir / fname, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.pwrite(fd, len(raw).to_bytes(8, "little") + raw, 0)
+            os.ftruncate(fd, 8 + len(raw) + pos)
+            base = 8 + len(raw)
+            for name in members:
+                self.where[name] = (fd, base + header[name]["data_offsets"][0])
+            self.fds.append(fd)
+            self.total += pos
+        if n > 1:
+            index = {"metadata": {"total_size": self.total}, "weight_map": {k: files[i] for i, m in enumerate(shards) for k in m}}
+            (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        self.files = files
+
+    def write(self, name: str, start: int, piece: torch.Tensor) -> None:
+        fd, base = self.where[name]
+        data = piece.detach().to(self.dtype).contiguous()
+        raw = data.view(torch.int16) if self.esize == 2 else data  # numpy has no bfloat16
+        buf = memoryview(raw.numpy()).cast("B")
+        off, done = base + start * self.esize, 0
+        while done < len(buf):
+            done += os.pwrite(fd, buf[done:], off + done)
+        self.written[name] += piece.numel()
+
+    def close(self, check: bool = True) -> None:
+        for fd in self.fds:
+            if check:
+                os.fsync(fd)
+            os.close(fd)
+        self.fds = []
+        if not check:
+            return
+        short = [k for k, n in self.written.items() if n != self.numel[k]]
+        if short:
+            raise MegaMetaError(f"incomplete weights written for {short[:3]} (checkpoint layout not understood)")
+
+
+def _write_weights(reader: CheckpointReader, out_dir: Path, dtype: torch.dtype, shard_size: int) -> list[str]:
+    writer = SafetensorsWriter(out_dir, reader.names, dtype, shard_size)
+    try:
+        with _progress(len(reader), f"converting {reader.dir.name}") as bar:
+            for name, start, piece in reader.pieces(bar):
+                writer.write(name, start, piece)
+                _release(piece)
+    except BaseException:
+        writer.close(check=False)
+        raise
+    writer.close()
+    return writer.files
+
+
+# ------------------------------------------------------------------ reading HF dirs
+def _hf_weight_files(hf_dir: Path) -> list[Path] | None:
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [hf_dir / f for f in files]
+    if (hf_dir / "model.safetensors").exists():
+        return [hf_dir / "model.safetensors"]
+    return None
+
+
+def is_hf_dir(path: Path) -> bool:
+    return (path / "config.json").exists() and (
+        _hf_weight_files(path) is not None or (path / "pytorch_model.bin").exists()
+    )
+
+
+def _read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF dir in their stored dtype (tied aliases not added)."""
+    files = _hf_weight_files(hf_dir)
+    if files is None:
+        return dict(torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True))
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in files:
+        if not f.exists():
+            raise InputError(f"{f} missing (named in {hf_dir / 'model.safetensors.index.json'})")
+        state.update(load_file(str(f)))
+    return state
+
+
+def _canonical(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """Drop the ``roberta.`` prefix variants and tied aliases; refuse untied output embeddings."""
+    out = {}
+    for name, t in state.items():
+        if name.startswith("roberta.pooler.") or name.endswith("position_ids"):
+            continue  # not part of the MLM model
+        out[name] = t
+    for alias, target in TIED.items():
+        if alias in out:
+            t = out.pop(alias)
+            if target in out and not torch.equal(out[target], t):
+                raise InputError(f"{where}: {alias} is not tied to {target}; our model ties them")
+            out.setdefault(target, t)
+    return out
+
+
+def load_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """fp32 state dict (tied aliases included) from an HF model dir, a phase dir, a checkpoints dir,
+    a checkpoint dir or a ``--from-hf`` output dir."""
+    source = Path(source)
+    if is_hf_dir(source):
+        state = {k: v.float() for k, v in _canonical(_read_hf_state(source), source).items()}
+        for alias, target in TIED.items():
+            if target in state:
+                state[alias] = state[target]
+        return state, source
+    where = ckpt.resolve(source)
+    return consolidated_state_dict(where), where
 
 
 def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
@@ -41,19 +432,6 @@ def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def load_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """State dict from an HF model dir, a phase dir, a checkpoints dir or a checkpoint dir."""
-    source = Path(source)
-    if (source / "config.json").exists() and any(
-        (source / f).exists() for f in ("model.safetensors", "pytorch_model.bin")
-    ):
-        from transformers import XLMRobertaForMaskedLM
-
-        return XLMRobertaForMaskedLM.from_pretrained(str(source)).state_dict(), source
-    where = ckpt.resolve(source)
-    return consolidated_state_dict(where), where
-
-
 def model_config_of(ckpt_dir: Path) -> ModelConfig:
     meta = ckpt.read_meta(ckpt_dir)
     return from_dict(ModelConfig, meta["model"], "model")
@@ -61,64 +439,104 @@ def model_config_of(ckpt_dir: Path) -> ModelConfig:
 
 def _tokenizer_dir(ckpt_dir: Path) -> Path:
     for cand in (ckpt_dir / "tokenizer", ckpt_dir.parent.parent / "tokenizer"):
-        if (cand / "sentencepiece.bpe.model").exists():
+        if (cand / "sentencepiece.bpe.model").exists() or (cand / "tokenizer.json").exists():
             return cand
-    raise InputError(
-        f"no tokenizer found next to {ckpt_dir} (expected {ckpt_dir.parent.parent / 'tokenizer'})"
-    )
+    raise InputError(f"no tokenizer found next to {ckpt_dir} (expected {ckpt_dir.parent.parent / 'tokenizer'})")
 
 
-def verify_hf_dir(
-    out_dir: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, tol: float = VERIFY_TOL
-) -> float:
-    """Max |logit difference| between transformers on ``out_dir`` and our model on a fixed batch."""
-    from transformers import AutoModelForMaskedLM
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    """Copy tokenizer files as they are (lossless; no transformers import needed)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    keep = ("sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+            "added_tokens.json", "megameta_tokenizer.json")  # fmt: skip
+    for name in keep:
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
 
-    ours = XLMRForMaskedLM(cfg)
-    ours.load_state_dict(state, strict=False)
-    ours.eval()
-    hf = AutoModelForMaskedLM.from_pretrained(str(out_dir), attn_implementation="eager").float().eval()
+
+# ------------------------------------------------------------------ verification
+def _fixed_batch(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(4, cfg.vocab_size - 1, (2, 16), generator=gen)
     mask = torch.ones_like(ids)
     ids[1, 12:] = cfg.pad_token_id
     mask[1, 12:] = 0
+    return ids, mask
+
+
+def verify_hf_dir(
+    out_dir: Path,
+    state: dict[str, torch.Tensor] | CheckpointReader,
+    cfg: ModelConfig,
+    tol: float = VERIFY_TOL,
+) -> float:
+    """Max |logit difference| between transformers on ``out_dir`` and our model (fp32 weights from
+    ``state``, a state dict or a checkpoint reader) on a fixed batch. One model is alive at a time."""
+    from transformers import AutoModelForMaskedLM
+
+    ids, mask = _fixed_batch(cfg)
+    ours = XLMRForMaskedLM(cfg).eval()
+    if isinstance(state, CheckpointReader):
+        own = ours.state_dict()
+        _fill(state, {k: own[k] for k in state.names}, desc="verify: reading")
+    else:
+        ours.load_state_dict(state, strict=False)
     with torch.no_grad():
         a = ours(ids, attention_mask=mask).logits
+    del ours
+    hf = AutoModelForMaskedLM.from_pretrained(str(out_dir), attn_implementation="eager").float().eval()
+    with torch.no_grad():
         b = hf(input_ids=ids, attention_mask=mask).logits
+    del hf
     valid = mask.bool()
     diff = (a[valid] - b[valid]).abs().max().item()
-    if diff > tol:
+    if not diff <= tol:
         raise MegaMetaError(
             f"verification failed: transformers' logits differ from ours by {diff:.2e} (> {tol:.0e}) for {out_dir}"
         )
     return diff
 
 
-def convert(
-    source: str | Path, out_dir: str | Path, tag: str | None = None, dtype: str = "fp32", verify: bool = True
-) -> dict:
-    """Write an HF model dir for the newest valid checkpoint in ``source`` (or ``tag``)."""
-    from transformers import AutoTokenizer, XLMRobertaForMaskedLM
+# ------------------------------------------------------------------ checkpoint -> HF
+def _hf_config_json(cfg: ModelConfig, dtype: str) -> str:
+    hf_cfg = to_hf_config(cfg)
+    hf_cfg.architectures = ["XLMRobertaForMaskedLM"]
+    hf_cfg.dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]
+    return hf_cfg.to_json_string()
 
+
+def _replace_dir(work: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    work.rename(out_dir)
+
+
+def convert(
+    source: str | Path,
+    out_dir: str | Path,
+    tag: str | None = None,
+    dtype: str = "fp32",
+    verify: bool = True,
+    shard_size: str | int = DEFAULT_SHARD_SIZE,
+) -> dict:
+    """Write an HF model dir for the newest valid checkpoint in ``source`` (or ``tag``); returns the provenance."""
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    limit = parse_size(shard_size)
     ckpt_dir = ckpt.resolve(source, tag)
     cfg = model_config_of(ckpt_dir)
     meta = ckpt.read_meta(ckpt_dir)
-    state = consolidated_state_dict(ckpt_dir)
+    reader = CheckpointReader(ckpt_dir)
+    expected = {k: torch.Size(v.shape) for k, v in _expected_shapes(cfg).items()}
+    if dict(reader.names) != expected:
+        _raise_shape_mismatch(ckpt_dir, dict(reader.names), expected, "the checkpoint", "its model config")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        hf = XLMRobertaForMaskedLM(to_hf_config(cfg))
-        missing, unexpected = hf.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k != "lm_head.decoder.weight"]  # tied to the word embeddings
-        if missing or unexpected:
-            raise InputError(
-                f"{ckpt_dir}: weights do not match the model config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        hf.to(torch_dtype).save_pretrained(str(work))
-        AutoTokenizer.from_pretrained(str(_tokenizer_dir(ckpt_dir))).save_pretrained(str(work))
+        files = _write_weights(reader, work, DTYPES[dtype], limit)
+        (work / "config.json").write_text(_hf_config_json(cfg, dtype))
+        _copy_tokenizer(_tokenizer_dir(ckpt_dir), work)
         provenance = {
             "source_checkpoint": str(ckpt_dir.resolve()),
             "tag": ckpt_dir.name,
@@ -126,20 +544,18 @@ def convert(
             "tokens": meta.get("tokens_seen"),
             "phase": meta.get("phase"),
             "zero_stage": meta.get("zero_stage"),
+            "world_size": meta.get("world_size"),
             "precision": meta.get("precision"),
-            "config_sha256": hashlib.sha256(
-                json.dumps(meta.get("config"), sort_keys=True).encode()
-            ).hexdigest(),
+            "config_sha256": hashlib.sha256(json.dumps(meta.get("config"), sort_keys=True).encode()).hexdigest(),
             "dtype": dtype,
+            "weight_files": files,
         }
         if verify:
             provenance["verify_max_abs_diff"] = verify_hf_dir(
-                work, state, cfg, tol=VERIFY_TOL if dtype == "fp32" else 5e-2
+                work, CheckpointReader(ckpt_dir), cfg, tol=VERIFY_TOL if dtype == "fp32" else 5e-2
             )
-        (work / "megameta_provenance.json").write_text(json.dumps(provenance, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
+        (work / PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        _replace_dir(work, out_dir)
         return provenance
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -149,3 +565,134 @@ def hf_model_config(hf_dir: str | Path) -> ModelConfig:
     from transformers import AutoConfig
 
     return from_hf_config(AutoConfig.from_pretrained(str(hf_dir)))
+
+
+# ------------------------------------------------------------------ HF -> checkpoint
+def _expected_shapes(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our model's tensors (on the meta device: no memory) under the names HF stores."""
+    with torch.device("meta"):
+        model = XLMRForMaskedLM(cfg)
+    return {k: v for k, v in model.state_dict().items() if k not in TIED}
+
+
+def _raise_shape_mismatch(where, got: dict, want: dict, got_what: str, want_what: str) -> None:
+    for name, shape in want.items():
+        if name not in got:
+            raise InputError(f"{where}: tensor {name} missing from {got_what} ({want_what} expects {list(shape)})")
+        if tuple(got[name]) != tuple(shape):
+            raise InputError(
+                f"{where}: tensor {name} has shape {list(got[name])} in {got_what} but {want_what} expects {list(shape)}"
+            )
+    extra = sorted(set(got) - set(want))
+    if extra:
+        raise InputError(f"{where}: {got_what} has tensors {want_what} does not know: {extra[:3]}")
+
+
+def _vocab_of(tok_dir: Path) -> list[str] | None:
+    tj = tok_dir / "tokenizer.json"
+    if tj.exists():
+        model = json.loads(tj.read_text())["model"]
+        vocab = model.get("vocab")
+        if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
+            pieces = [p[0] for p in vocab]
+        elif isinstance(vocab, dict):
+            pieces = [p for p, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+        else:
+            return None
+        added = json.loads(tj.read_text()).get("added_tokens", [])
+        for tok in added:
+            if tok["id"] >= len(pieces):
+                pieces.extend([""] * (tok["id"] + 1 - len(pieces)))
+            pieces[tok["id"]] = tok["content"]
+        return pieces
+    return None
+
+
+def _check_vocab(hf_tok: Path, run_tok: Path) -> None:
+    a, b = _vocab_of(hf_tok), _vocab_of(run_tok)
+    if a is None or b is None:
+        return
+    if len(a) != len(b):
+        raise InputError(f"vocabularies differ: {hf_tok} has {len(a)} tokens, the run's tokenizer {run_tok} has {len(b)}")
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            raise InputError(f"vocabularies differ: token {i} is {x!r} in {hf_tok} but {y!r} in {run_tok}")
+
+
+def from_hf(hf_dir: str | Path, out_dir: str | Path, run_config=None) -> dict:
+    """HF XLM-R dir -> weights-only checkpoint dir for ``init_from`` (and for ``convert`` back).
+
+    With ``run_config`` (a ``RunConfig``), the HF weights must fit its model exactly and the HF
+    tokenizer must have the same vocabulary as the run's tokenizer (when that exists).
+    """
+    from megameta.config import dump_config
+
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if not hf_dir.is_dir():
+        raise InputError(f"--from-hf: {hf_dir} is not a directory")
+    if not is_hf_dir(hf_dir):
+        raise InputError(f"--from-hf: {hf_dir} is not a Hugging Face model dir (config.json + model.safetensors)")
+    cfg_json = json.loads((hf_dir / "config.json").read_text())
+    if cfg_json.get("model_type") not in ("xlm-roberta", "roberta"):
+        raise InputError(f"{hf_dir / 'config.json'}: model_type {cfg_json.get('model_type')!r} is not xlm-roberta")
+    cfg = hf_model_config(hf_dir)
+    tok_src = hf_dir
+    if not ((hf_dir / "sentencepiece.bpe.model").exists() or (hf_dir / "tokenizer.json").exists()):
+        raise InputError(f"{hf_dir}: no tokenizer files (sentencepiece.bpe.model or tokenizer.json)")
+    state = _canonical(_read_hf_state(hf_dir), hf_dir)
+    got = {k: v.shape for k, v in state.items()}
+    _raise_shape_mismatch(hf_dir, got, {k: v.shape for k, v in _expected_shapes(cfg).items()}, "the weights", "config.json")
+    run_cfg_dict = None
+    if run_config is not None:
+        want = run_config.model.resolved()
+        run_tok = run_config.tokenizer_dir
+        if want.vocab_size == 0 and (run_tok / "tokenizer.json").exists():
+            want.vocab_size = len(_vocab_of(run_tok) or []) or cfg.vocab_size
+        elif want.vocab_size == 0:
+            want.vocab_size = cfg.vocab_size
+        _raise_shape_mismatch(hf_dir, got, {k: v.shape for k, v in _expected_shapes(want).items()},
+                              "the HF weights", "the run config's model")  # fmt: skip
+        for name in ("pad_token_id", "max_position_embeddings", "layer_norm_eps"):
+            if getattr(want, name) != getattr(cfg, name):
+                raise InputError(f"model.{name}: the run config has {getattr(want, name)}, {hf_dir} has {getattr(cfg, name)}")
+        if run_tok.exists():
+            _check_vocab(hf_dir, run_tok)
+        run_cfg_dict = dump_config(run_config)
+        # Keep the run's execution options (dropout, compile, ...) with the HF architecture.
+        cfg = want
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        _copy_tokenizer(tok_src, work / "tokenizer")
+        module = {k: state[k].float().contiguous() for k in _expected_shapes(cfg)}
+        for alias, target in TIED.items():
+            module[alias] = module[target]
+        root, tag = work / "checkpoints", ckpt.tag_for(0)
+        stage = ckpt.staging_dir(root, tag) / tag
+        stage.mkdir(parents=True)
+        info = {"step": 0, "samples_seen": 0, "tokens_seen": 0, "phase": "from_hf", "world_size": 1}
+        import deepspeed
+
+        # DeepSpeed's ZeRO-0 layout (what engine.save_checkpoint writes), without optimizer state.
+        torch.save(
+            {"module": module, "buffer_names": [], "optimizer": None, "param_shapes": None, "shared_params": None,
+             "dp_world_size": 1, "mp_world_size": 1, "ds_version": deepspeed.__version__, "megameta": info},
+            stage / "mp_rank_00_model_states.pt",
+        )  # fmt: skip
+        meta = {
+            **info,
+            "model": dump_config(cfg),
+            "config": run_cfg_dict,
+            "zero_stage": 0,
+            "precision": "fp32",
+            "tokenizer": "../../tokenizer",
+            "source_hf_dir": str(hf_dir.resolve()),
+        }
+        ckpt.finalize(root, tag, meta)
+        provenance = {"source_hf_dir": str(hf_dir.resolve()), "checkpoint": str(out_dir / "checkpoints" / tag),
+                      "config_checked": run_cfg_dict is not None, "weights_sha256": state_dict_digest(module)}  # fmt: skip
+        (work / PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        _replace_dir(work, out_dir)
+        return provenance
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -82,7 +82,12 @@ def ensure_shards(cfg: RunConfig) -> dict:
 
     t = time.time()
     manifest = preprocess(
-        resolved_sources(cfg), cfg.tokenizer_dir, cfg.shard_dir, cfg.data.text_field, cfg.data.workers
+        resolved_sources(cfg),
+        cfg.tokenizer_dir,
+        cfg.shard_dir,
+        cfg.data.text_field,
+        cfg.data.workers,
+        progress=sys.stderr.isatty(),
     )
     print(summary_table(manifest), flush=True)
     say(f"shards: {cfg.shard_dir} in {time.time() - t:.0f}s")
@@ -246,6 +251,18 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
     print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")
     if comparison is not None:
         print(f"  comparison:     {Path(cfg.run_dir) / 'comparison' / 'comparison.md'}")
+
+
+def loss_trend(phase_dir: Path) -> dict[str, tuple[float, float]]:
+    """Per-language training loss in the first and last logged windows of a phase."""
+    path = phase_dir / "train_log.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if len(rows) < 2:
+        return {}
+    first, last = rows[0]["lang_loss"], rows[-1]["lang_loss"]
+    return {lang: (first[lang], last[lang]) for lang in first if lang in last}
 
 
 def _key_numbers(report: dict) -> str:

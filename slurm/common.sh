@@ -8,8 +8,9 @@
 #   mm_step NAME cmd...          run one command in this (batch) shell; requeue/fail on its result
 #   mm_train                     train $PHASE on all allocated ranks; requeue on preemption
 #
-# Exit codes of a job: 0 done, 2 bad config/input (never requeued), 3 stopped for requeue but
-# could not requeue (MAX_RESTARTS reached or `scontrol requeue` refused), other = the failure's code.
+# Exit codes of a job: 0 done, 2 bad config/input (never requeued), 3 stopped with a checkpoint
+# but not requeued (SIGTERM: scancel/preemption/hard limit; MAX_RESTARTS reached; `scontrol
+# requeue` refused), other = the failure's code. USR1 (or a rank's own exit 3) requeues the job.
 
 MM_EXIT_BAD_INPUT=2
 MM_EXIT_REQUEUE=3  # megameta/errors.py EXIT_REQUEUE: the trainer saved a checkpoint and stopped
@@ -17,6 +18,7 @@ MM_EXIT_REQUEUE=3  # megameta/errors.py EXIT_REQUEUE: the trainer saved a checkp
 MM_SIGNAL=""   # name of the last signal this batch shell received (USR1 from --signal=B:USR1@..., TERM)
 MM_CHILD=""    # pid of the command mm_run is waiting on
 MM_FORWARD=""  # signal passed on to that command
+MM_TERM=""     # set once SIGTERM arrived: scancel, preemption or the hard time limit
 
 mm_log() { printf '[%(%F %T)T] [%s %s] %s\n' -1 "${SLURM_JOB_NAME:-megameta}" "${SLURM_JOB_ID:-?}" "$*"; }
 
@@ -38,6 +40,7 @@ mm_require() {  # mm_require VAR...: every named variable must be set and non-em
 
 mm_on_signal() {  # trap handler: remember the signal, pass it on to the running command
   MM_SIGNAL=$1
+  [[ $1 != TERM ]] || MM_TERM=1
   mm_log "received SIG$1${MM_CHILD:+: sending SIG$MM_FORWARD to pid $MM_CHILD}"
   if [[ -n $MM_CHILD ]]; then
     kill -s "$MM_FORWARD" "$MM_CHILD" 2>/dev/null || true
@@ -69,6 +72,9 @@ mm_run() {  # mm_run FORWARD_SIGNAL cmd...: run cmd in the background and wait; 
 
 mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before the first command
   [[ -n ${SLURM_JOB_ID:-} ]] || mm_die "$MM_EXIT_BAD_INPUT" "not inside a SLURM job: submit with sbatch (or slurm/submit_pipeline.sh)"
+  # First thing: an early signal is remembered (and acted on before the next step), not fatal.
+  trap 'mm_on_signal USR1' USR1
+  trap 'mm_on_signal TERM' TERM
   mm_require MEGAMETA_HOME CONFIG LAUNCH_MODE
   if [[ -n ${SETUP:-} ]]; then
     eval "$SETUP" || mm_die 1 "SETUP failed: $SETUP"
@@ -103,8 +109,6 @@ mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before t
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
   export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
-  trap 'mm_on_signal USR1' USR1
-  trap 'mm_on_signal TERM' TERM
   mm_log "attempt $((${SLURM_RESTART_COUNT:-0} + 1)) on ${SLURM_JOB_NODELIST:-?}: config $CONFIG ${EXTRA_ARGS:-}"
   mm_log "run dir $RUN_DIR, phase $PHASE"
   [[ $LAUNCH_MODE != none ]] || return 0
@@ -119,6 +123,13 @@ mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before t
 
 mm_requeue() {  # put this job back in the queue (same job id; it resumes from its checkpoint)
   local restarts=${SLURM_RESTART_COUNT:-0}
+  if [[ -n $MM_TERM ]]; then
+    # SIGTERM means scancel (requeueing would undo it), the hard time limit, or preemption, after
+    # which SLURM requeues a preemptible job itself. Only USR1 (--signal=B:USR1@...) or a rank's
+    # own exit 3 makes this script requeue.
+    mm_log "stopped by SIGTERM: not requeueing (resubmit, or let SLURM requeue a preempted job)"
+    exit "$MM_EXIT_REQUEUE"
+  fi
   if ((restarts >= ${MAX_RESTARTS:-50})); then
     mm_log "not requeueing: already restarted $restarts times (MAX_RESTARTS=${MAX_RESTARTS:-50}); resubmit to continue"
     exit "$MM_EXIT_REQUEUE"

@@ -74,7 +74,9 @@ def _encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize a batch: (flat ids with ``</s>`` after every document, lengths incl. separator)."""
     ids = _worker_tok(batch, add_special_tokens=False)["input_ids"]
     lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    body = np.fromiter(itertools.chain.from_iterable(ids), dtype=_worker_dtype, count=int(lengths.sum()) - len(ids))
+    body = np.fromiter(
+        itertools.chain.from_iterable(ids), dtype=_worker_dtype, count=int(lengths.sum()) - len(ids)
+    )
     flat = np.full(int(lengths.sum()), _worker_eos, dtype=_worker_dtype)
     keep = np.ones(len(flat), dtype=bool)
     keep[np.cumsum(lengths) - 1] = False
@@ -123,7 +125,14 @@ def _settings(text_field: str, vhash: str) -> dict:
 
 
 def _same_inputs(a: dict, b: dict) -> bool:
-    key = ("vocab_hash", "text_field", "shard_format", "max_doc_chars", "max_line_bytes", "max_json_line_bytes")
+    key = (
+        "vocab_hash",
+        "text_field",
+        "shard_format",
+        "max_doc_chars",
+        "max_line_bytes",
+        "max_json_line_bytes",
+    )
 
     def strip(s):
         return [{k: v for k, v in x.items() if k != "mtime_ns"} for x in s]
@@ -150,7 +159,12 @@ class _Tokenizers:
     """The worker pool (or in-process tokenizer for ``workers <= 1``), started on first use."""
 
     def __init__(self, tokenizer_dir: str, dtype: np.dtype, workers: int):
-        self.args, self.workers, self.pool, self.ready = (str(tokenizer_dir), dtype.name), workers, None, False
+        self.args, self.workers, self.pool, self.ready = (
+            (str(tokenizer_dir), dtype.name),
+            workers,
+            None,
+            False,
+        )
 
     def submit(self, batch: list[str]):
         if not self.ready:
@@ -205,7 +219,9 @@ def preprocess(
     try:
         for split, by_lang in sources.items():
             for lang, files in by_lang.items():
-                unit = _Unit(out_dir / lang / split, files, _settings(text_field, vhash), dtype, tok.eos_token_id)
+                unit = _Unit(
+                    out_dir / lang / split, files, _settings(text_field, vhash), dtype, tok.eos_token_id
+                )
                 manifest["languages"].setdefault(lang, {})[split] = unit.run(pool, part_docs, progress)
     finally:
         pool.close()
@@ -243,7 +259,12 @@ class _Unit:
         if n_done and progress:
             tqdm.write(f"[preprocess] {self.name}: resuming after {n_done} finished part(s)")
         stats = ReadStats()
-        docs = _split_long(itertools.chain.from_iterable(iter_documents(s, self.record["text_field"], stats) for s in self.files), stats)
+        docs = _split_long(
+            itertools.chain.from_iterable(
+                iter_documents(s, self.record["text_field"], stats) for s in self.files
+            ),
+            stats,
+        )
         skip = n_done * part_docs
         for _ in itertools.islice(docs, skip):  # documents of finished parts: read, not tokenized
             pass
@@ -294,7 +315,9 @@ class _Unit:
                 stale.unlink()
         return n
 
-    def _tokenize(self, docs: Iterator[str], pool: _Tokenizers, part: int, part_docs: int, progress: bool) -> None:
+    def _tokenize(
+        self, docs: Iterator[str], pool: _Tokenizers, part: int, part_docs: int, progress: bool
+    ) -> None:
         delay = float(os.environ.get(_PART_DELAY_ENV, "0"))
         bar = tqdm(desc=self.name, unit=" docs", initial=part * part_docs, disable=not progress, leave=False)
         window = deque()

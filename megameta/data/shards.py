@@ -36,7 +36,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
 
 
-
 class ShardWriter:
     """Append documents to ``<path>.bin/.idx`` under temporary names; ``close()`` renames them into place.
 
@@ -119,7 +118,7 @@ class TokenShard:
         if version != FORMAT_VERSION:
             raise InputError(
                 f"{idx_path}: index format version {version}, this tool reads {FORMAT_VERSION}; "
-                "rerun `megameta preprocess` into a fresh shard dir"
+                "rerun `megameta preprocess` (it rebuilds old-format shards in place)"
             )
         if itemsize not in (2, 4):
             raise InputError(f"{idx_path}: bad token item size {itemsize}")

@@ -2,31 +2,33 @@
 
 Entry points: `run_evaluation` (one model -> report.json/.md + plots) and `compare_reports`
 (meta-pretrained runs vs the single-phase baseline).
+
+Names resolve lazily (PEP 562): loading a run config imports ``evaluate.config`` only,
+not torch, transformers and matplotlib.
 """
 
-from megameta.evaluate.classify import accuracy, evaluate_classification, majority_baseline, mean_std
-from megameta.evaluate.config import CANONICAL_LABELS, EvalConfig
-from megameta.evaluate.mlm import evaluate_mlm
-from megameta.evaluate.report import compare_reports, run_evaluation
-from megameta.evaluate.retrieval import (
-    cosine_similarity,
-    evaluate_retrieval,
-    retrieval_accuracy,
-    split_pairs_by_script,
-)
+from importlib import import_module
 
-__all__ = [
-    "CANONICAL_LABELS",
-    "EvalConfig",
-    "accuracy",
-    "compare_reports",
-    "cosine_similarity",
-    "evaluate_classification",
-    "evaluate_mlm",
-    "evaluate_retrieval",
-    "majority_baseline",
-    "mean_std",
-    "retrieval_accuracy",
-    "run_evaluation",
-    "split_pairs_by_script",
-]
+_EXPORTS = {
+    "CANONICAL_LABELS": "config",
+    "EvalConfig": "config",
+    "accuracy": "classify",
+    "evaluate_classification": "classify",
+    "majority_baseline": "classify",
+    "mean_std": "classify",
+    "evaluate_mlm": "mlm",
+    "compare_reports": "report",
+    "run_evaluation": "report",
+    "cosine_similarity": "retrieval",
+    "evaluate_retrieval": "retrieval",
+    "retrieval_accuracy": "retrieval",
+    "split_pairs_by_script": "retrieval",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'megameta.evaluate' has no attribute {name!r}")
+    return getattr(import_module(f"megameta.evaluate.{_EXPORTS[name]}"), name)

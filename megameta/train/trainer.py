@@ -68,7 +68,6 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0
         self.tokens_seen = 0
-        self.lang_samples: list[int] = [0] * len(phase.langs)
         self._signal: int | None = None
 
     # ---------------------------------------------------------------- set-up
@@ -244,11 +243,16 @@ class Trainer:
             "step": self.step,
             "samples_seen": self.samples_seen,
             "tokens_seen": self.tokens_seen,
-            "lang_samples": list(self.lang_samples),
+            "lang_samples": self.lang_samples(),
+            "lang_tokens": [n * self.cfg.data.max_seq_len for n in self.lang_samples()],
             "langs": list(self.phase.langs),
             "phase": self.phase.name,
             "world_size": self.world,
         }
+
+    def lang_samples(self) -> list[int]:
+        """Samples drawn per language so far: a pure function of the stream position."""
+        return self.stream.sampler.samples_per_language(self.samples_seen).tolist()
 
     def load_state_dict(self, state: dict) -> None:
         if state["langs"] != list(self.phase.langs):
@@ -260,7 +264,6 @@ class Trainer:
             state["samples_seen"],
             state["tokens_seen"],
         )
-        self.lang_samples = list(state["lang_samples"])
 
     def _find_resume(self) -> None:
         """Pick the checkpoint to resume from (before the engine exists: a world-size change needs config)."""
@@ -403,12 +406,6 @@ class Trainer:
             loss_sum.index_add_(0, langs, out.token_losses.detach().double().cpu())
             loss_cnt.index_add_(0, langs, torch.ones_like(langs, dtype=torch.float64))
             tokens += int(batch["attention_mask"].sum())
-        # Every rank derives the whole global batch's languages from the sampler: no collective needed.
-        langs_all, _, _ = self.stream.sampler.lookup(
-            np.arange(self.samples_seen, self.samples_seen + self.global_batch)
-        )
-        for lang_id, n in enumerate(np.bincount(langs_all, minlength=n_langs).tolist()):
-            self.lang_samples[lang_id] += n
         # One small collective per step: global token count, and whether any rank got a stop signal.
         sync = torch.tensor([float(tokens), 1.0 if self._signal is not None else 0.0], dtype=torch.float64)
         dist.all_reduce(sync)
@@ -481,6 +478,9 @@ class Trainer:
                 return EXIT_REQUEUE
             if self.step % cfg.save_every == 0 and self.step < self.total_steps:
                 self.save()
+        # Finished: a late preemption signal must not kill ranks while they write the final state.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         valid = self.validate()
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
         if not (self.ckpt_root / ckpt.tag_for(self.step)).exists():
@@ -514,7 +514,8 @@ class Trainer:
             if sums[1, i] > 0
         }
         loss = (sums[0].sum() / sums[1].sum().clamp(min=1)).item()
-        total_lang = max(1, sum(self.lang_samples))
+        lang_samples = self.lang_samples()
+        total_lang = max(1, sum(lang_samples))
         dt = max(now - t0, 1e-9)
         scalars = {
             "train/loss": loss,
@@ -523,10 +524,7 @@ class Trainer:
             "train/samples_per_s": self.global_batch * self.cfg.train.log_every / dt,
             "train/tokens_seen": float(self.tokens_seen),
             **{f"train/loss_{k}": v for k, v in lang_losses.items()},
-            **{
-                f"data/share_{lang}": self.lang_samples[i] / total_lang
-                for i, lang in enumerate(self.phase.langs)
-            },
+            **{f"data/share_{lang}": lang_samples[i] / total_lang for i, lang in enumerate(self.phase.langs)},
         }
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:

@@ -60,5 +60,7 @@ def tiny_shards(tmp_path_factory, data_corpus, tiny_tokenizer) -> Path:
     from megameta.data.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("shards") / "shards"
-    preprocess({"train": data_corpus, "valid": {"en": data_corpus["en"]}}, tiny_tokenizer, out, progress=False)
+    preprocess(
+        {"train": data_corpus, "valid": {"en": data_corpus["en"]}}, tiny_tokenizer, out, progress=False
+    )
     return out

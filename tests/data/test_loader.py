@@ -44,7 +44,11 @@ def test_world_sizes_see_one_global_stream(make_stream):
         got = _rank_batches(make_stream(), world, total // (4 * world), 4)
         assert sorted(got) == sorted(ref) == list(range(total))
         for g in ref:
-            assert torch.equal(got[g][0], ref[g][0]) and torch.equal(got[g][1], ref[g][1]) and got[g][2] == ref[g][2]
+            assert (
+                torch.equal(got[g][0], ref[g][0])
+                and torch.equal(got[g][1], ref[g][1])
+                and got[g][2] == ref[g][2]
+            )
 
 
 def test_resume_continues_exactly(make_stream):

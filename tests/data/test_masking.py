@@ -55,7 +55,9 @@ def test_whole_word_masking_selects_whole_words():
     rng = np.random.default_rng(1)
     word_start = np.zeros(V, bool)
     word_start[4:500] = True  # ids 4..499 start words, 500..998 continue them
-    ids = np.where(rng.random((64, 256)) < 0.4, rng.integers(4, 500, (64, 256)), rng.integers(500, MASK, (64, 256)))
+    ids = np.where(
+        rng.random((64, 256)) < 0.4, rng.integers(4, 500, (64, 256)), rng.integers(500, MASK, (64, 256))
+    )
     ids[:, 0] = 0
     _, labels = mask_tokens(ids, np.arange(64), 0, 0.15, MASK, SPECIAL, V, word_start=word_start)
     sel = labels != IGNORE_INDEX

@@ -25,10 +25,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _shard_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*")) if p.suffix in (".bin", ".idx")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.glob("*/*"))
+        if p.suffix in (".bin", ".idx")
+    }
 
 
-def test_identical_for_part_size_and_resumed_parts(tmp_path, data_corpus, tiny_tokenizer, tiny_shards, capsys):
+def test_identical_for_part_size_and_resumed_parts(
+    tmp_path, data_corpus, tiny_tokenizer, tiny_shards, capsys
+):
     ref = _shard_bytes(tiny_shards)
     assert set(ref) >= {"en/train.bin", "en/train.idx", "ru/train.bin", "en/valid.idx"}
     sources = {"train": data_corpus, "valid": {"en": data_corpus["en"]}}
@@ -56,7 +62,9 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, data_corpus, tiny_tokenizer,
         f"    preprocess(json.loads(sys.argv[1]), {str(tiny_tokenizer)!r}, {str(out)!r}, workers=2, part_docs=50, progress=False)\n"
     )
     env = {**os.environ, pp._PART_DELAY_ENV: "0.3"}
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(sources)], env=env, cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(sources)], env=env, cwd=REPO, start_new_session=True
+    )
     parts = out / "en" / "train.parts"
     deadline = time.time() + 120
     while len(list(parts.glob("*.idx"))) < 3 and time.time() < deadline and proc.poll() is None:
@@ -120,7 +128,9 @@ def test_bad_input_is_counted_and_handled(tmp_path, tiny_tokenizer, monkeypatch)
     shard = TokenShard(tmp_path / "out" / "en" / "train")
     assert shard.n_docs == 9
     piece_text = "".join(
-        __import__("megameta.data.tokenizer", fromlist=["x"]).load_tokenizer(tiny_tokenizer).decode(shard.doc(d))
+        __import__("megameta.data.tokenizer", fromlist=["x"])
+        .load_tokenizer(tiny_tokenizer)
+        .decode(shard.doc(d))
         for d in range(2, 6)
     )
     assert piece_text.replace(" ", "") == "é" * 100

@@ -35,7 +35,9 @@ def test_round_trip_and_packing(tmp_path):
     )
     short = PackedLanguage(shard, seq_len=20, ids=IDS)  # whole stream shorter than a chunk: padded
     assert short.n_chunks == 1
-    assert short.sequences(np.array([0]))[0].tolist() == [0, 5, 6, 7, 2, 8, 2, 9, 10, 11, 12, 13, 2, 2] + [1] * 6
+    assert (
+        short.sequences(np.array([0]))[0].tolist() == [0, 5, 6, 7, 2, 8, 2, 9, 10, 11, 12, 13, 2, 2] + [1] * 6
+    )
 
 
 def test_torn_and_foreign_files_are_input_errors(tmp_path):

@@ -397,3 +397,24 @@ def test_launcher_per_node_mode_checkpoints_and_requeues_on_usr1(slurm_cluster, 
     tag = f"step_{int(saved.group(1)):08d}"
     assert (run / "meta" / "checkpoints" / tag).is_dir()
     assert (run / "meta" / "checkpoints" / "latest").read_text().strip() == tag
+
+
+def test_scancel_is_not_undone_by_a_requeue(slurm_cluster, run_root, tmp_path):
+    """SIGTERM (scancel) stops the job for good; only USR1 or a rank's exit 3 requeues."""
+    env = job_env(
+        slurm_cluster,
+        CONFIG=str(run_root / "config.yaml"),
+        EXTRA_ARGS=f"run_dir={tmp_path / 'run'}",
+        MEGAMETA_HOME=str(REPO),
+    )
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", *SBATCH_ARGS.split(), f"--output={tmp_path}/%j.out", str(SLURM_DIR / "phase1_meta.sbatch")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    out = tmp_path / f"{job_id}.out"
+    wait_for("the data prep step", lambda: out.exists() and "tokenizer:" in out.read_text(), 60, poll=0.1)
+    subprocess.run(["scancel", job_id], env=slurm_cluster.env, check=True)
+    wait_for("the job log", lambda: "not requeueing" in out.read_text(), 30)
+    time.sleep(2)
+    info = job(slurm_cluster, job_id)
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", info
