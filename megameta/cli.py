@@ -77,10 +77,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from megameta.convert import convert
+    from megameta.convert import convert, from_hf
+    from megameta.errors import InputError
 
     t = time.time()
-    info = convert(args.checkpoint, args.out, tag=args.tag, dtype=args.dtype, verify=not args.no_verify)
+    if args.from_hf:
+        # `convert --from-hf HF_DIR OUT`: the one positional given is the output dir.
+        out = args.out or args.checkpoint
+        if not out or (args.out and args.checkpoint):
+            raise InputError("convert --from-hf HF_DIR OUT: give exactly one output dir")
+        cfg = _load(args) if args.config else None
+        info = from_hf(args.from_hf, out, run_config=cfg)
+        print(
+            f"converted {args.from_hf} -> {info['checkpoint']} in {time.time() - t:.1f}s; "
+            f"start a phase from it with phases[i].init_from={out}"
+        )
+        return 0
+    if not args.checkpoint or not args.out:
+        raise InputError("convert CKPT_DIR OUT_DIR: both paths are required")
+    info = convert(
+        args.checkpoint,
+        args.out,
+        tag=args.tag,
+        dtype=args.dtype,
+        verify=not args.no_verify,
+        shard_size=args.shard_size,
+    )
     verified = (
         f", verified (max |logit diff| {info['verify_max_abs_diff']:.1e})"
         if "verify_max_abs_diff" in info
@@ -148,13 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
     )  # set by the deepspeed launcher
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("convert", help="checkpoint -> Hugging Face model dir (verified)")
-    p.add_argument("checkpoint", help="phase dir, checkpoints dir or one checkpoint dir")
-    p.add_argument("out", help="output HF model dir")
+    p = sub.add_parser(
+        "convert",
+        help="checkpoint -> Hugging Face model dir (verified); --from-hf: HF dir -> checkpoint for init_from",
+    )
+    p.add_argument("checkpoint", nargs="?", help="phase dir, checkpoints dir or one checkpoint dir")
+    p.add_argument("out", nargs="?", help="output HF model dir (with --from-hf: output checkpoint dir)")
     p.add_argument("--tag", help="checkpoint tag (default: newest valid)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--no-verify", action="store_true", help="skip the logits check against transformers")
-    p.set_defaults(fn=cmd_convert)
+    p.add_argument(
+        "--shard-size",
+        default="2GB",
+        help="split model.safetensors into shards of at most this size (e.g. 2GB, 500MiB)",
+    )
+    p.add_argument(
+        "--from-hf",
+        metavar="HF_DIR",
+        help="reverse direction: an XLM-R HF dir -> a checkpoint that phases[i].init_from can start from",
+    )
+    p.add_argument(
+        "--config", help="with --from-hf: run config whose model and tokenizer the HF dir must fit"
+    )
+    p.set_defaults(fn=cmd_convert, overrides=[])
 
     p = sub.add_parser("evaluate", help="evaluation suite -> report.json, report.md, plots")
     p.add_argument("--model", required=True, help="HF model dir (from `megameta convert`)")

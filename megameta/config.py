@@ -176,6 +176,8 @@ class TrainConfig:
     """Seed for weights init, dropout and every other RNG."""
     tensorboard: bool = True
     """Write TensorBoard scalars (rank 0)."""
+    log_samples: bool = False
+    """Log every rank's (sample id, language, chunk) per step to ``<phase>/samples/`` (data audits)."""
     dist_timeout_s: int = 1800
     """Collective timeout; a hung rank fails the job after this many seconds."""
 

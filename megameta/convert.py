@@ -56,12 +56,16 @@ PROVENANCE = "megameta_provenance.json"
 
 
 # ------------------------------------------------------------------ reading a checkpoint
-def _load(path: Path) -> dict:
-    """Unpickle a DeepSpeed file with lazily mapped tensor data (nothing is paged in yet)."""
+def _load(path: Path) -> tuple[dict, bool]:
+    """Unpickle a DeepSpeed file with lazily mapped tensor data (nothing is paged in yet);
+    returns the object and whether its tensors are file mappings."""
     try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except RuntimeError:  # legacy (non-zip) serialization cannot be mapped
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False), True
+    except RuntimeError:  # legacy (non-zip) serialization cannot be mapped: read it whole
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False), False
+        except Exception as e:
+            raise InputError(f"cannot read {path}: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise InputError(f"cannot read {path}: {type(e).__name__}: {e}") from e
 
@@ -71,7 +75,8 @@ _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 def _release(t: torch.Tensor) -> None:
-    """Drop the resident pages of a (file-mapped, read-only) tensor; they are re-read if touched again."""
+    """Drop the resident pages of a file-mapped, read-only tensor (re-read from the file if touched
+    again). Only for mmap-loaded tensors: on anonymous memory MADV_DONTNEED would zero the data."""
     if _libc is None or t.numel() == 0:
         return
     start = t.data_ptr()
@@ -115,12 +120,14 @@ class CheckpointReader:
         meta = ckpt.read_meta(ckpt_dir)
         self.stage = int(meta.get("zero_stage") or 0)
         self.optim_files = _optim_files(ckpt_dir)
-        states = _load(_model_states_file(ckpt_dir, self.stage))
+        states, self._mapped = _load(_model_states_file(ckpt_dir, self.stage))
         self.shared = dict(states.get("shared_params") or {})
         self.buffer_names = list(states.get("buffer_names") or [])
         groups = states.get("param_shapes")
         if self.optim_files and groups is None:
-            raise InputError(f"{ckpt_dir}: optimizer partitions without param_shapes in the model states file")
+            raise InputError(
+                f"{ckpt_dir}: optimizer partitions without param_shapes in the model states file"
+            )
         self.module_only = not self.optim_files  # ZeRO-0 fp32: the module holds the fp32 weights
         if self.module_only:
             module = states["module"]
@@ -140,7 +147,16 @@ class CheckpointReader:
         return max(1, len(self.optim_files))
 
     def pieces(self, progress=None) -> Iterator[tuple[str, int, torch.Tensor]]:
-        """Yield ``(name, element offset into the flattened parameter, 1-D tensor)``; each element once."""
+        """Yield ``(name, element offset into the flattened parameter, 1-D tensor)``; each element once.
+
+        A piece is valid until the next one is requested: its pages are then handed back to the kernel.
+        """
+        for item in self._pieces(progress):
+            yield item
+            if self._mapped:
+                _release(item[2])
+
+    def _pieces(self, progress) -> Iterator[tuple[str, int, torch.Tensor]]:
         module = self._states["module"]
         for name in self.buffer_names:
             if name in self.names:
@@ -160,7 +176,8 @@ class CheckpointReader:
             yield from self._zero012(progress)
 
     def _open_rank(self, r: int, path: Path, key: str) -> tuple[list[torch.Tensor], dict]:
-        osd = _load(path).get("optimizer_state_dict", {})
+        obj, self._mapped = _load(path)
+        osd = obj.get("optimizer_state_dict", {})
         if key not in osd:
             raise InputError(f"{path}: no {key} in the optimizer state (not a ZeRO-{self.stage} checkpoint?)")
         count = osd.get("partition_count")
@@ -198,7 +215,9 @@ class CheckpointReader:
                         yield TIED.get(name, name), a - offset, part[a - lo : b - lo]
                     offset += n + (paddings[g][i] if paddings else 0)
                 if r == world - 1 and offset > hi:
-                    raise MegaMetaError(f"{self.dir}: param group {g} needs {offset} fp32 elements, ranks hold {hi}")
+                    raise MegaMetaError(
+                        f"{self.dir}: param group {g} needs {offset} fp32 elements, ranks hold {hi}"
+                    )
             del parts, osd
             if progress is not None:
                 progress.update(1)
@@ -227,7 +246,9 @@ class CheckpointReader:
                     done += take
                 offset += part
             if offset != bounds[-1]:
-                raise MegaMetaError(f"{path}: consumed {offset} of {bounds[-1]} fp32 elements (layout mismatch)")
+                raise MegaMetaError(
+                    f"{path}: consumed {offset} of {bounds[-1]} fp32 elements (layout mismatch)"
+                )
             del flats
             if progress is not None:
                 progress.update(1)
@@ -247,7 +268,6 @@ def _fill(reader: CheckpointReader, targets: dict[str, torch.Tensor], desc: str 
         for name, start, piece in reader.pieces(bar):
             flat[name][start : start + piece.numel()].copy_(piece.detach())
             seen[name] += piece.numel()
-            _release(piece)
     short = [k for k, v in seen.items() if v != flat[k].numel()]
     if short:
         raise MegaMetaError(f"{reader.dir}: incomplete weights for {short[:3]} (layout not understood)")
@@ -297,7 +317,11 @@ class SafetensorsWriter:
             shards[-1].append(name)
             size += nbytes
         n = len(shards)
-        files = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        files = (
+            ["model.safetensors"]
+            if n == 1
+            else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        )
         self.where: dict[str, tuple[int, int]] = {}  # name -> (fd, byte offset of its data)
         self.fds, self.total = [], 0
         self.written = dict.fromkeys(names, 0)
@@ -307,7 +331,11 @@ class SafetensorsWriter:
             pos = 0
             for name in members:
                 nbytes = self.numel[name] * self.esize
-                header[name] = {"dtype": _ST_DTYPE[dtype], "shape": list(names[name]), "data_offsets": [pos, pos + nbytes]}
+                header[name] = {
+                    "dtype": _ST_DTYPE[dtype],
+                    "shape": list(names[name]),
+                    "data_offsets": [pos, pos + nbytes],
+                }
                 pos += nbytes
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
@@ -320,8 +348,13 @@ class SafetensorsWriter:
             self.fds.append(fd)
             self.total += pos
         if n > 1:
-            index = {"metadata": {"total_size": self.total}, "weight_map": {k: files[i] for i, m in enumerate(shards) for k in m}}
-            (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            index = {
+                "metadata": {"total_size": self.total},
+                "weight_map": {k: files[i] for i, m in enumerate(shards) for k in m},
+            }
+            (out_dir / "model.safetensors.index.json").write_text(
+                json.dumps(index, indent=2, sort_keys=True) + "\n"
+            )
         self.files = files
 
     def write(self, name: str, start: int, piece: torch.Tensor) -> None:
@@ -335,16 +368,16 @@ class SafetensorsWriter:
         self.written[name] += piece.numel()
 
     def close(self, check: bool = True) -> None:
-        for fd in self.fds:
-            if check:
-                os.fsync(fd)
+        for fd in self.fds:  # no fsync: the dir only gets its final name once complete
             os.close(fd)
         self.fds = []
         if not check:
             return
         short = [k for k, n in self.written.items() if n != self.numel[k]]
         if short:
-            raise MegaMetaError(f"incomplete weights written for {short[:3]} (checkpoint layout not understood)")
+            raise MegaMetaError(
+                f"incomplete weights written for {short[:3]} (checkpoint layout not understood)"
+            )
 
 
 def _write_weights(reader: CheckpointReader, out_dir: Path, dtype: torch.dtype, shard_size: int) -> list[str]:
@@ -353,7 +386,6 @@ def _write_weights(reader: CheckpointReader, out_dir: Path, dtype: torch.dtype, 
         with _progress(len(reader), f"converting {reader.dir.name}") as bar:
             for name, start, piece in reader.pieces(bar):
                 writer.write(name, start, piece)
-                _release(piece)
     except BaseException:
         writer.close(check=False)
         raise
@@ -441,7 +473,9 @@ def _tokenizer_dir(ckpt_dir: Path) -> Path:
     for cand in (ckpt_dir / "tokenizer", ckpt_dir.parent.parent / "tokenizer"):
         if (cand / "sentencepiece.bpe.model").exists() or (cand / "tokenizer.json").exists():
             return cand
-    raise InputError(f"no tokenizer found next to {ckpt_dir} (expected {ckpt_dir.parent.parent / 'tokenizer'})")
+    raise InputError(
+        f"no tokenizer found next to {ckpt_dir} (expected {ckpt_dir.parent.parent / 'tokenizer'})"
+    )
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
@@ -485,6 +519,14 @@ def verify_hf_dir(
         a = ours(ids, attention_mask=mask).logits
     del ours
     hf = AutoModelForMaskedLM.from_pretrained(str(out_dir), attn_implementation="eager").float().eval()
+    got, want = hf.config.to_dict(), to_hf_config(cfg).to_dict()
+    skip = ("architectures", "dtype", "transformers_version")
+    bad = [k for k in _hf_config(cfg, "fp32") if k not in skip and got.get(k) != want.get(k)]
+    if bad:
+        raise MegaMetaError(
+            f"verification failed: {out_dir / 'config.json'} reads back {bad[0]}={got.get(bad[0])!r}, "
+            f"expected {want.get(bad[0])!r}"
+        )
     with torch.no_grad():
         b = hf(input_ids=ids, attention_mask=mask).logits
     del hf
@@ -498,17 +540,62 @@ def verify_hf_dir(
 
 
 # ------------------------------------------------------------------ checkpoint -> HF
-def _hf_config_json(cfg: ModelConfig, dtype: str) -> str:
-    hf_cfg = to_hf_config(cfg)
-    hf_cfg.architectures = ["XLMRobertaForMaskedLM"]
-    hf_cfg.dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]
-    return hf_cfg.to_json_string()
+def _hf_config(cfg: ModelConfig, dtype: str) -> dict:
+    """config.json of ``to_hf_config(cfg)``, written without importing transformers (seconds of start-up);
+    :func:`verify_hf_dir` checks that transformers reads it back as ``to_hf_config(cfg)``."""
+    from importlib.metadata import version
+
+    cfg = cfg.resolved()
+    return {
+        "architectures": ["XLMRobertaForMaskedLM"],
+        "model_type": "xlm-roberta",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": 1,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "tie_word_embeddings": True,
+        "is_decoder": False,
+        "add_cross_attention": False,
+        "classifier_dropout": None,
+        "use_cache": True,
+        "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype],
+        "transformers_version": version("transformers"),
+    }
 
 
 def _replace_dir(work: Path, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     work.rename(out_dir)
+
+
+def _resolve_sizes_only(source: str | Path, tag: str | None) -> Path:
+    """``ckpt.resolve`` with size checks only (the sha256 check runs alongside the conversion)."""
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"checkpoint path not found: {path}")
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if (path / ckpt.META).exists() and tag is None:
+        found = path
+    elif tag is not None:
+        found = root / tag
+    else:
+        name = ckpt.find_valid(root, log=lambda msg: None, full=False)
+        found = root / name if name else None
+    if found is None or not found.is_dir() or ckpt.validate(found, full=False):
+        return ckpt.resolve(source, tag)  # raises InputError with the precise reason
+    return found
 
 
 def convert(
@@ -519,24 +606,58 @@ def convert(
     verify: bool = True,
     shard_size: str | int = DEFAULT_SHARD_SIZE,
 ) -> dict:
-    """Write an HF model dir for the newest valid checkpoint in ``source`` (or ``tag``); returns the provenance."""
+    """Write an HF model dir for the newest valid checkpoint in ``source`` (or ``tag``); returns the provenance.
+
+    File sizes are always checked against meta.json (a half-written checkpoint is an InputError).
+    With ``verify`` (the default) the sha256 checksums are also checked, in a background thread
+    while the weights stream (hashing releases the GIL), and the output's logits are compared with
+    our model's; on a checksum mismatch nothing is written and, without ``tag``, the newest intact
+    checkpoint is converted instead, as ``ckpt.resolve`` would pick it. ``verify=False`` skips
+    both (the fast path: no transformers import, no re-hash of optimizer files).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     if dtype not in DTYPES:
         raise InputError(f"--dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
     limit = parse_size(shard_size)
-    ckpt_dir = ckpt.resolve(source, tag)
+    ckpt_dir = _resolve_sizes_only(source, tag)
+    if not verify:
+        return _convert(ckpt_dir, Path(out_dir), dtype, verify, limit, lambda: None)
+    with ThreadPoolExecutor(1) as pool:
+        checksums = pool.submit(ckpt.validate, ckpt_dir, True)
+        try:
+            return _convert(ckpt_dir, Path(out_dir), dtype, verify, limit, checksums.result)
+        except _Corrupt:
+            pass
+    return _convert(ckpt.resolve(source, tag), Path(out_dir), dtype, verify, limit, lambda: None)
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _convert(ckpt_dir: Path, out_dir: Path, dtype: str, verify: bool, limit: int, checked) -> dict:
     cfg = model_config_of(ckpt_dir)
     meta = ckpt.read_meta(ckpt_dir)
-    reader = CheckpointReader(ckpt_dir)
-    expected = {k: torch.Size(v.shape) for k, v in _expected_shapes(cfg).items()}
-    if dict(reader.names) != expected:
-        _raise_shape_mismatch(ckpt_dir, dict(reader.names), expected, "the checkpoint", "its model config")
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        files = _write_weights(reader, work, DTYPES[dtype], limit)
-        (work / "config.json").write_text(_hf_config_json(cfg, dtype))
+        try:
+            reader = CheckpointReader(ckpt_dir)
+            expected = {k: torch.Size(v.shape) for k, v in _expected_shapes(cfg).items()}
+            if dict(reader.names) != expected:
+                _raise_shape_mismatch(
+                    ckpt_dir, dict(reader.names), expected, "the checkpoint", "its model config"
+                )
+            files = _write_weights(reader, work, DTYPES[dtype], limit)
+        except Exception:
+            if checked() is not None:  # a corrupt file explains the failure better than its symptom
+                raise _Corrupt from None
+            raise
+        (work / "config.json").write_text(json.dumps(_hf_config(cfg, dtype), indent=2, sort_keys=True) + "\n")
         _copy_tokenizer(_tokenizer_dir(ckpt_dir), work)
+        if checked() is not None:
+            raise _Corrupt
         provenance = {
             "source_checkpoint": str(ckpt_dir.resolve()),
             "tag": ckpt_dir.name,
@@ -546,7 +667,9 @@ def convert(
             "zero_stage": meta.get("zero_stage"),
             "world_size": meta.get("world_size"),
             "precision": meta.get("precision"),
-            "config_sha256": hashlib.sha256(json.dumps(meta.get("config"), sort_keys=True).encode()).hexdigest(),
+            "config_sha256": hashlib.sha256(
+                json.dumps(meta.get("config"), sort_keys=True).encode()
+            ).hexdigest(),
             "dtype": dtype,
             "weight_files": files,
         }
@@ -570,15 +693,25 @@ def hf_model_config(hf_dir: str | Path) -> ModelConfig:
 # ------------------------------------------------------------------ HF -> checkpoint
 def _expected_shapes(cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our model's tensors (on the meta device: no memory) under the names HF stores."""
-    with torch.device("meta"):
-        model = XLMRForMaskedLM(cfg)
+    import dataclasses
+    from unittest import mock
+
+    def skip(tensor, *args, **kwargs):
+        return tensor
+
+    # Random init on meta tensors is pointless and would import torch._dynamo (seconds).
+    inits = ("normal_", "uniform_", "zeros_", "ones_", "kaiming_uniform_", "trunc_normal_")
+    with torch.device("meta"), mock.patch.multiple(torch.nn.init, **dict.fromkeys(inits, skip)):
+        model = XLMRForMaskedLM(dataclasses.replace(cfg, compile=False))
     return {k: v for k, v in model.state_dict().items() if k not in TIED}
 
 
 def _raise_shape_mismatch(where, got: dict, want: dict, got_what: str, want_what: str) -> None:
     for name, shape in want.items():
         if name not in got:
-            raise InputError(f"{where}: tensor {name} missing from {got_what} ({want_what} expects {list(shape)})")
+            raise InputError(
+                f"{where}: tensor {name} missing from {got_what} ({want_what} expects {list(shape)})"
+            )
         if tuple(got[name]) != tuple(shape):
             raise InputError(
                 f"{where}: tensor {name} has shape {list(got[name])} in {got_what} but {want_what} expects {list(shape)}"
@@ -613,7 +746,9 @@ def _check_vocab(hf_tok: Path, run_tok: Path) -> None:
     if a is None or b is None:
         return
     if len(a) != len(b):
-        raise InputError(f"vocabularies differ: {hf_tok} has {len(a)} tokens, the run's tokenizer {run_tok} has {len(b)}")
+        raise InputError(
+            f"vocabularies differ: {hf_tok} has {len(a)} tokens, the run's tokenizer {run_tok} has {len(b)}"
+        )
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             raise InputError(f"vocabularies differ: token {i} is {x!r} in {hf_tok} but {y!r} in {run_tok}")
@@ -631,17 +766,23 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path, run_config=None) -> dict:
     if not hf_dir.is_dir():
         raise InputError(f"--from-hf: {hf_dir} is not a directory")
     if not is_hf_dir(hf_dir):
-        raise InputError(f"--from-hf: {hf_dir} is not a Hugging Face model dir (config.json + model.safetensors)")
+        raise InputError(
+            f"--from-hf: {hf_dir} is not a Hugging Face model dir (config.json + model.safetensors)"
+        )
     cfg_json = json.loads((hf_dir / "config.json").read_text())
     if cfg_json.get("model_type") not in ("xlm-roberta", "roberta"):
-        raise InputError(f"{hf_dir / 'config.json'}: model_type {cfg_json.get('model_type')!r} is not xlm-roberta")
+        raise InputError(
+            f"{hf_dir / 'config.json'}: model_type {cfg_json.get('model_type')!r} is not xlm-roberta"
+        )
     cfg = hf_model_config(hf_dir)
     tok_src = hf_dir
     if not ((hf_dir / "sentencepiece.bpe.model").exists() or (hf_dir / "tokenizer.json").exists()):
         raise InputError(f"{hf_dir}: no tokenizer files (sentencepiece.bpe.model or tokenizer.json)")
     state = _canonical(_read_hf_state(hf_dir), hf_dir)
     got = {k: v.shape for k, v in state.items()}
-    _raise_shape_mismatch(hf_dir, got, {k: v.shape for k, v in _expected_shapes(cfg).items()}, "the weights", "config.json")
+    _raise_shape_mismatch(
+        hf_dir, got, {k: v.shape for k, v in _expected_shapes(cfg).items()}, "the weights", "config.json"
+    )
     run_cfg_dict = None
     if run_config is not None:
         want = run_config.model.resolved()
@@ -654,7 +795,9 @@ def from_hf(hf_dir: str | Path, out_dir: str | Path, run_config=None) -> dict:
                               "the HF weights", "the run config's model")  # fmt: skip
         for name in ("pad_token_id", "max_position_embeddings", "layer_norm_eps"):
             if getattr(want, name) != getattr(cfg, name):
-                raise InputError(f"model.{name}: the run config has {getattr(want, name)}, {hf_dir} has {getattr(cfg, name)}")
+                raise InputError(
+                    f"model.{name}: the run config has {getattr(want, name)}, {hf_dir} has {getattr(cfg, name)}"
+                )
         if run_tok.exists():
             _check_vocab(hf_dir, run_tok)
         run_cfg_dict = dump_config(run_config)

@@ -266,20 +266,14 @@ def loss_trend(phase_dir: Path) -> dict[str, tuple[float, float]]:
 
 
 def _key_numbers(report: dict) -> str:
-    parts = []
-    results = report.get("results", report)
-    mlm = results.get("mlm") or {}
-    per_lang = mlm.get("per_language", mlm) if isinstance(mlm, dict) else {}
-    for lang, v in per_lang.items():
-        if isinstance(v, dict) and "perplexity" in v:
-            parts.append(f"ppl[{lang}]={v['perplexity']:.1f}")
+    results = report.get("results", {})
+    parts = [f"ppl[{lang}]={v['perplexity']:.0f}" for lang, v in (results.get("mlm") or {}).items()]
     ret = results.get("retrieval") or {}
-    if isinstance(ret, dict) and ret.get("mean") is not None:
-        parts.append(f"retrieval={ret['mean']:.3f}")
-    cls = results.get("classify") or results.get("classification") or {}
-    for lang, v in (cls.get("per_language", {}) if isinstance(cls, dict) else {}).items():
-        if isinstance(v, dict) and "mean" in v:
-            parts.append(f"acc[{lang}]={v['mean']:.3f}")
+    for key, label in (("mean", "retrieval"), ("same_script_mean", "same-script"), ("cross_script_mean", "cross-script")):
+        if ret.get(key) is not None:
+            parts.append(f"{label}={ret[key]:.3f}")
+    for lang, v in ((results.get("classify") or {}).get("langs") or {}).items():
+        parts.append(f"acc[{lang}]={v['accuracy_mean']:.3f}")
     return " ".join(parts) or "(see report)"
 
 

@@ -26,3 +26,15 @@ def tiny_pipeline(tmp_path_factory, tiny_corpus):
         )
     return {"root": root, "run": root / "run", "config": config_path, "cfg": cfg, "proc": proc,
             "done": {p: json.loads((root / "run" / p / "DONE.json").read_text()) for p in ("meta", "xlingual")}}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, tiny_corpus):
+    """Tokenizer + shards built once; each test's run dir links to them."""
+    root = tmp_path_factory.mktemp("prepared")
+    cfg = tiny_config(root / "run", tiny_corpus)
+    path = write_config(root / "c.yaml", cfg)
+    for verb in ("tokenizer", "preprocess"):
+        proc = megameta(verb, "--config", str(path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"run": root / "run", "corpus": tiny_corpus}

@@ -8,9 +8,12 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
+
+from megameta.convert import load_weights, state_dict_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,3 +198,108 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- launching training runs (engine and reliability tests) ----
+
+
+def make_run(prepared, tmp_path: Path, name: str = "run", **train) -> tuple[Path, Path]:
+    run = tmp_path / name
+    run.mkdir()
+    for part in ("tokenizer", "shards"):
+        (run / part).symlink_to(prepared["run"] / part)
+    cfg = tiny_config(run, prepared["corpus"])
+    cfg["train"].update({"log_every": 1, "save_every": 2, "keep_last": 3, **train})
+    cfg["phases"][0]["steps"] = 6
+    return run, write_config(tmp_path / f"{name}.yaml", cfg)
+
+
+def train_cmd(config: Path, nproc: int, *overrides: str, launcher: str = "torchrun") -> list[str]:
+    args = ["train", "--config", str(config), "--phase", "meta", *overrides]
+    if launcher == "torchrun":
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "megameta.cli",
+            *args,
+        ]
+    if launcher == "deepspeed":
+        return [
+            str(Path(sys.executable).parent / "deepspeed"),
+            "--num_gpus",
+            str(nproc),
+            "--master_port",
+            str(free_port()),
+            "--module",
+            "megameta.cli",
+            *args,
+        ]
+    if launcher == "mpirun":
+        return [str(Path(sys.executable).parent / "mpirun"), "-np", str(nproc), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
+                "-x", f"MASTER_PORT={free_port()}", "-x", "PYTHONPATH", "-x", "OMP_NUM_THREADS", sys.executable, "-m", "megameta.cli", *args]  # fmt: skip
+    return [sys.executable, "-m", "megameta.cli", *args]
+
+
+def train(
+    config: Path, nproc: int = 2, *overrides: str, launcher: str = "torchrun", check: bool = True
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        train_cmd(config, nproc, *overrides, launcher=launcher),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def log_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "meta" / "train_log.jsonl").read_text().splitlines()]
+
+
+def final_digest(run: Path) -> str:
+    return state_dict_digest(load_weights(run / "meta")[0])
+
+
+def rank_pids(root: int) -> list[int]:
+    """Descendants of ``root`` that run `megameta.cli train` (the ranks, not the launcher)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for child in map(int, children):
+            todo.append(child)
+            cmdline = (
+                Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+                if Path(f"/proc/{child}/cmdline").exists()
+                else b""
+            )
+            if b"megameta.cli" in cmdline and b"deepspeed.launcher" not in cmdline:
+                out.append(child)
+    return out
+
+
+def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: bool) -> None:
+    log = run / "meta" / "train_log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and any(
+            json.loads(line)["step"] >= step for line in log.read_text().splitlines() if line.strip()
+        ):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:  # the rank processes only, as SLURM's `srun --signal` / `scancel --signal` deliver it
+                for pid in rank_pids(proc.pid):
+                    os.kill(pid, sig)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run never reached step {step}")

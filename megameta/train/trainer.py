@@ -27,10 +27,11 @@ import torch.distributed as dist
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.data.loader import MLMStream
 from megameta.data.tokenizer import load_tokenizer
-from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError
+from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.train import checkpoint as ckpt
 from megameta.train.dist import init_distributed
 from megameta.train.ds_config import render_ds_config, uses_offload
+from megameta.train.faults import FaultInjector
 from megameta.train.metrics import MetricLogger
 from megameta.train.schedule import lr_lambda
 
@@ -75,6 +76,7 @@ class Trainer:
         cfg, phase, train = self.cfg, self.phase, self.cfg.train
         self.rank, self.local_rank, self.world = init_distributed(train.dist_timeout_s)
         self.is_main = self.rank == 0
+        self.fault = FaultInjector(self.rank)
         import deepspeed
         from deepspeed.accelerator import get_accelerator
 
@@ -341,26 +343,32 @@ class Trainer:
                 f"[train] world size changed ({client['megameta']['world_size']} -> {self.world}): data stream continues, RNG reseeded"
             )
             seed_everything(self.cfg.train.seed + self.step)
-        self.log.truncate_after(
-            self.step
-        )  # rows logged after this checkpoint by the interrupted run get replayed
+        # Rows logged after this checkpoint by the interrupted run are replayed now: drop them.
+        self._truncate_sample_log()
+        self.log.truncate_after(self.step)
         self._print(
             f"[train] resumed {self.phase.name} from {self.resume_tag} (step {self.step}, {self.tokens_seen:,} tokens)"
         )
 
     def save(self) -> None:
+        """Write checkpoint ``step_<step>`` atomically; on failure the previous checkpoints stay as they were."""
         tag = ckpt.tag_for(self.step)
         stage = ckpt.staging_dir(self.ckpt_root, tag)
         if self.is_main:
             shutil.rmtree(stage, ignore_errors=True)
             stage.mkdir(parents=True)
         dist.barrier()
-        self.engine.save_checkpoint(
-            str(stage), tag=tag, client_state={"megameta": self.state_dict()}, save_latest=False
-        )
-        torch.save(ckpt.rng_state(), stage / tag / f"rng_rank{self.rank}.pt")
-        dist.barrier()
-        if self.is_main:
+        error = None
+        try:
+            self.engine.save_checkpoint(
+                str(stage), tag=tag, client_state={"megameta": self.state_dict()}, save_latest=False
+            )
+            torch.save(ckpt.rng_state(), stage / tag / f"rng_rank{self.rank}.pt")
+            self.fault("save", self.step)
+        except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
+            error = f"rank {self.rank}: {e}".splitlines()[0]
+        error = self._agree(error)
+        if error is None and self.is_main:
             meta = {
                 **self.state_dict(),
                 "model": dump_config(self.model_cfg),
@@ -369,9 +377,90 @@ class Trainer:
                 "precision": self.cfg.train.precision,
                 "tokenizer": "../../tokenizer",
             }
-            ckpt.finalize(self.ckpt_root, tag, meta)
-            ckpt.prune(self.ckpt_root, self.cfg.train.keep_last, self.cfg.train.keep_every)
-        dist.barrier()
+            try:
+                ckpt.finalize(self.ckpt_root, tag, meta)
+                ckpt.prune(self.ckpt_root, self.cfg.train.keep_last, self.cfg.train.keep_every)
+            except OSError as e:
+                error = f"rank 0: {e}"
+        error = self._agree(error)
+        if error is not None:
+            if self.is_main:
+                shutil.rmtree(stage, ignore_errors=True)
+            latest = (
+                (self.ckpt_root / ckpt.LATEST).read_text().strip()
+                if (self.ckpt_root / ckpt.LATEST).exists()
+                else "none"
+            )
+            raise MegaMetaError(
+                f"saving checkpoint {self.ckpt_root / tag} failed ({error}); latest valid checkpoint is still {latest}"
+            )
+
+    def _log_samples(self, indices: np.ndarray) -> None:
+        lang, chunk, epoch = self.stream.sampler.lookup(indices)
+        path = self.phase_dir / "samples" / f"rank{self.rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            for row in zip(indices.tolist(), lang.tolist(), chunk.tolist(), epoch.tolist(), strict=True):
+                f.write(
+                    json.dumps(
+                        {
+                            "step": self.step + 1,
+                            "sample": row[0],
+                            "lang": row[1],
+                            "chunk": row[2],
+                            "epoch": row[3],
+                        }
+                    )
+                    + "\n"
+                )
+
+    def _truncate_sample_log(self) -> None:
+        path = self.phase_dir / "samples" / f"rank{self.rank}.jsonl"
+        if path.exists():
+            rows = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= self.step
+            ]
+            path.write_text("".join(r + "\n" for r in rows))
+
+    _STAGES = ("forward", "backward", "sync")
+
+    def _heartbeat(self, micro: int, stage: str) -> None:
+        """Record how far this rank got, so a collective timeout can name the rank that stopped."""
+        path = self.phase_dir / "heartbeat" / f"rank{self.rank}"
+        if micro == 0 and stage == "forward":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{self.step + 1} {micro} {self._STAGES.index(stage)} {time.time():.0f}\n")
+
+    def _collective_failure(self, error: Exception) -> str:
+        progress = {}
+        for r in range(self.world):
+            try:
+                fields = (self.phase_dir / "heartbeat" / f"rank{r}").read_text().split()
+                progress[r] = tuple(int(x) for x in fields[:3])
+            except (OSError, ValueError):
+                progress[r] = (-1, -1, -1)
+        furthest = max(progress.values())
+        behind = sorted(r for r, p in progress.items() if p < furthest)
+        if behind:
+            where = ", ".join(
+                f"rank {r} stopped in step {progress[r][0]} ({self._STAGES[progress[r][2]]})" for r in behind
+            )
+        else:
+            where = "every rank reached the same point (a peer process died or the network failed)"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (
+            f"collective failed on rank {self.rank} in step {self.step + 1} after up to "
+            f"train.dist_timeout_s={self.cfg.train.dist_timeout_s}s: {where} [{first}]"
+        )
+
+    def _agree(self, error: str | None) -> str | None:
+        """Every rank learns whether any rank failed (and rank 0's view of why)."""
+        box = [error]
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, box[0])
+        return next((e for e in gathered if e is not None), None)
 
     # ---------------------------------------------------------------- loop
     def _on_signal(self, signum, frame) -> None:
@@ -394,12 +483,19 @@ class Trainer:
         tokens = 0
         self.engine.train()
         for micro in range(self.cfg.train.grad_accum):
-            batch = self.stream.batch(self._rank_indices(micro))
+            indices = self._rank_indices(micro)
+            batch = self.stream.batch(indices)
+            if self.cfg.train.log_samples:
+                self._log_samples(indices)
+            self._heartbeat(micro, "forward")
+            self.fault("forward", self.step + 1)
             out = self.engine(
                 batch["input_ids"].to(self.device),
                 attention_mask=batch["attention_mask"].to(self.device),
                 labels=batch["labels"].to(self.device),
             )
+            self._heartbeat(micro, "backward")
+            self.fault("backward", self.step + 1)
             self.engine.backward(out.loss)
             self.engine.step()
             langs = batch["lang"][out.masked_rows.cpu()]
@@ -407,6 +503,7 @@ class Trainer:
             loss_cnt.index_add_(0, langs, torch.ones_like(langs, dtype=torch.float64))
             tokens += int(batch["attention_mask"].sum())
         # One small collective per step: global token count, and whether any rank got a stop signal.
+        self._heartbeat(self.cfg.train.grad_accum, "sync")
         sync = torch.tensor([float(tokens), 1.0 if self._signal is not None else 0.0], dtype=torch.float64)
         dist.all_reduce(sync)
         return {
@@ -458,7 +555,10 @@ class Trainer:
         }
         t0 = time.time()
         while self.step < self.total_steps:
-            stats = self.train_step()
+            try:
+                stats = self.train_step()
+            except RuntimeError as e:  # gloo/NCCL report timeouts and dead peers as RuntimeError subclasses
+                raise MegaMetaError(self._collective_failure(e)) from None
             self.step += 1
             self.samples_seen += self.global_batch
             self.tokens_seen += stats["tokens"]
@@ -483,7 +583,9 @@ class Trainer:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         valid = self.validate()
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
-        if not (self.ckpt_root / ckpt.tag_for(self.step)).exists():
+        exists = [(self.ckpt_root / ckpt.tag_for(self.step)).exists() if self.is_main else None]
+        dist.broadcast_object_list(exists, src=0)
+        if not exists[0]:
             self.save()
         if self.is_main:
             done = {

@@ -3,101 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from helpers import REPO, cli_env, free_port, megameta, tiny_config, write_config
+from helpers import REPO, cli_env, final_digest, kill_when, log_rows, make_run, megameta, train, train_cmd
 
-from megameta.convert import load_weights, state_dict_digest
 from megameta.errors import EXIT_REQUEUE
 from megameta.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_corpus):
-    """Tokenizer + shards built once; each test's run dir links to them."""
-    root = tmp_path_factory.mktemp("prepared")
-    cfg = tiny_config(root / "run", tiny_corpus)
-    path = write_config(root / "c.yaml", cfg)
-    for verb in ("tokenizer", "preprocess"):
-        proc = megameta(verb, "--config", str(path))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"run": root / "run", "corpus": tiny_corpus}
-
-
-def make_run(prepared, tmp_path: Path, name: str = "run", **train) -> tuple[Path, Path]:
-    run = tmp_path / name
-    run.mkdir()
-    for part in ("tokenizer", "shards"):
-        (run / part).symlink_to(prepared["run"] / part)
-    cfg = tiny_config(run, prepared["corpus"])
-    cfg["train"].update({"log_every": 1, "save_every": 2, "keep_last": 3, **train})
-    cfg["phases"][0]["steps"] = 6
-    return run, write_config(tmp_path / f"{name}.yaml", cfg)
-
-
-def train_cmd(config: Path, nproc: int, *overrides: str, launcher: str = "torchrun") -> list[str]:
-    args = ["train", "--config", str(config), "--phase", "meta", *overrides]
-    if launcher == "torchrun":
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "megameta.cli",
-            *args,
-        ]
-    if launcher == "deepspeed":
-        return [
-            str(Path(sys.executable).parent / "deepspeed"),
-            "--num_gpus",
-            str(nproc),
-            "--master_port",
-            str(free_port()),
-            "--module",
-            "megameta.cli",
-            *args,
-        ]
-    if launcher == "mpirun":
-        return [str(Path(sys.executable).parent / "mpirun"), "-np", str(nproc), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
-                "-x", f"MASTER_PORT={free_port()}", "-x", "PYTHONPATH", "-x", "OMP_NUM_THREADS", sys.executable, "-m", "megameta.cli", *args]  # fmt: skip
-    return [sys.executable, "-m", "megameta.cli", *args]
-
-
-def train(
-    config: Path, nproc: int = 2, *overrides: str, launcher: str = "torchrun", check: bool = True
-) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        train_cmd(config, nproc, *overrides, launcher=launcher),
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=REPO,
-        timeout=600,
-    )
-    if check:
-        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def log_rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "meta" / "train_log.jsonl").read_text().splitlines()]
-
-
-def final_digest(run: Path) -> str:
-    return state_dict_digest(load_weights(run / "meta")[0])
 
 
 def test_zero_stages_match_single_rank(prepared, tmp_path):
@@ -117,41 +33,6 @@ def test_zero_stages_match_single_rank(prepared, tmp_path):
         )
 
 
-def _rank_pids(root: int) -> list[int]:
-    """Descendants of ``root`` that run `megameta.cli train` (the ranks, not the launcher)."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-        for child in map(int, children):
-            todo.append(child)
-            cmdline = (
-                Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                if Path(f"/proc/{child}/cmdline").exists()
-                else b""
-            )
-            if b"megameta.cli" in cmdline and b"deepspeed.launcher" not in cmdline:
-                out.append(child)
-    return out
-
-
-def _kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: bool) -> None:
-    log = run / "meta" / "train_log.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and any(
-            json.loads(line)["step"] >= step for line in log.read_text().splitlines() if line.strip()
-        ):
-            if group:
-                os.killpg(proc.pid, sig)
-            else:  # the rank processes only, as SLURM's `srun --signal` / `scancel --signal` deliver it
-                for pid in _rank_pids(proc.pid):
-                    os.kill(pid, sig)
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run never reached step {step}")
-
-
 @pytest.mark.parametrize("stage", [1, 3])
 def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage):
     ref_run, ref_cfg = make_run(prepared, tmp_path, "ref", deepspeed_config=f"ds_configs/zero{stage}.json")
@@ -166,7 +47,7 @@ def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _kill_when(proc, run, kill_step, signal.SIGKILL, group=True)
+    kill_when(proc, run, kill_step, signal.SIGKILL, group=True)
     proc.wait(timeout=60)
     assert not (run / "meta" / "DONE.json").exists()
     resumed = train(cfg, 2)
@@ -186,7 +67,7 @@ def test_sigterm_saves_checkpoint_and_exits_with_requeue_code(prepared, tmp_path
         text=True,
         start_new_session=True,
     )
-    _kill_when(proc, run, 2, signal.SIGTERM, group=False)
+    kill_when(proc, run, 2, signal.SIGTERM, group=False)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_REQUEUE, out[-3000:]
     root = run / "meta" / "checkpoints"
@@ -233,7 +114,7 @@ def test_resume_on_fewer_ranks_continues_the_data_stream(prepared, tmp_path, sta
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _kill_when(proc, run, 2, signal.SIGTERM, group=False)
+    kill_when(proc, run, 2, signal.SIGTERM, group=False)
     proc.wait(timeout=120)
     stopped = ckpt.step_of((run / "meta" / "checkpoints" / "latest").read_text().strip())
     assert 2 <= stopped < 30
