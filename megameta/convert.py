@@ -426,7 +426,8 @@ def _read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _canonical(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
-    """Drop the ``roberta.`` prefix variants and tied aliases; refuse untied output embeddings."""
+    """Our model's tensors only: drop the pooler, ``position_ids`` buffers and tied aliases (refusing
+    untied output embeddings, which our model cannot represent)."""
     out = {}
     for name, t in state.items():
         if name.startswith("roberta.pooler.") or name.endswith("position_ids"):

@@ -269,7 +269,11 @@ def _key_numbers(report: dict) -> str:
     results = report.get("results", {})
     parts = [f"ppl[{lang}]={v['perplexity']:.0f}" for lang, v in (results.get("mlm") or {}).items()]
     ret = results.get("retrieval") or {}
-    for key, label in (("mean", "retrieval"), ("same_script_mean", "same-script"), ("cross_script_mean", "cross-script")):
+    for key, label in (
+        ("mean", "retrieval"),
+        ("same_script_mean", "same-script"),
+        ("cross_script_mean", "cross-script"),
+    ):
         if ret.get(key) is not None:
             parts.append(f"{label}={ret[key]:.3f}")
     for lang, v in ((results.get("classify") or {}).get("langs") or {}).items():

@@ -101,8 +101,9 @@ def render_ds_config(
         **ds.get("fp16", {}),
         "enabled": want == "fp16",
     }
-    if want == "bf16":
-        # bf16 gradient accumulation diverges under ZeRO on long runs: accumulate and keep master weights in fp32.
+    if want == "bf16" and stage >= 1:
+        # bf16 gradient accumulation diverges under ZeRO on long runs: accumulate and keep master weights in
+        # fp32. (ZeRO-0 keeps fp32 master weights but DeepSpeed 0.19 cannot accumulate its grads in fp32.)
         ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     if conflicts:
         raise ConfigError("DeepSpeed config conflicts with the run config: " + "; ".join(conflicts))

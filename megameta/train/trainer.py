@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -216,6 +217,13 @@ class Trainer:
                 f"phases: {self.phase.name}.init_from: {source} does not exist (train phase '{ref}' first)"
             )
         state, where = load_weights(source)
+        own = model.state_dict()
+        for name, tensor in state.items():
+            if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+                raise InputError(
+                    f"{where}: {name} has shape {list(tensor.shape)} but the model needs {list(own[name].shape)} "
+                    f"(different vocabulary or model size?)"
+                )
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.endswith("lm_head.decoder.weight")]:
             raise InputError(
@@ -354,19 +362,18 @@ class Trainer:
         """Write checkpoint ``step_<step>`` atomically; on failure the previous checkpoints stay as they were."""
         tag = ckpt.tag_for(self.step)
         stage = ckpt.staging_dir(self.ckpt_root, tag)
+        error = None
         if self.is_main:
             shutil.rmtree(stage, ignore_errors=True)
             stage.mkdir(parents=True)
-        dist.barrier()
-        error = None
-        try:
-            self.engine.save_checkpoint(
-                str(stage), tag=tag, client_state={"megameta": self.state_dict()}, save_latest=False
-            )
-            torch.save(ckpt.rng_state(), stage / tag / f"rng_rank{self.rank}.pt")
-            self.fault("save", self.step)
-        except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
-            error = f"rank {self.rank}: {e}".splitlines()[0]
+            # Check space first: DeepSpeed's save has internal barriers, so a rank failing mid-write
+            # would leave the others waiting until the collective timeout.
+            need, free = self._checkpoint_bytes(), shutil.disk_usage(self.ckpt_root).free
+            if free < need:
+                error = f"not enough space: about {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free"
+        error = self._agree(error)
+        if error is None:
+            error = self._write_checkpoint(stage, tag)
         error = self._agree(error)
         if error is None and self.is_main:
             meta = {
@@ -401,18 +408,8 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             for row in zip(indices.tolist(), lang.tolist(), chunk.tolist(), epoch.tolist(), strict=True):
-                f.write(
-                    json.dumps(
-                        {
-                            "step": self.step + 1,
-                            "sample": row[0],
-                            "lang": row[1],
-                            "chunk": row[2],
-                            "epoch": row[3],
-                        }
-                    )
-                    + "\n"
-                )
+                fields = dict(zip(("sample", "lang", "chunk", "epoch"), row, strict=True))
+                f.write(json.dumps({"step": self.step + 1, **fields}) + "\n")
 
     def _truncate_sample_log(self) -> None:
         path = self.phase_dir / "samples" / f"rank{self.rank}.jsonl"
@@ -432,6 +429,21 @@ class Trainer:
         if micro == 0 and stage == "forward":
             path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{self.step + 1} {micro} {self._STAGES.index(stage)} {time.time():.0f}\n")
+        self._progress_at = time.time()
+
+    def _watchdog(self) -> None:
+        """Fail the rank when a training step makes no progress for ``dist_timeout_s``.
+
+        Backends differ in whether they time out a stuck collective at all (DeepSpeed's CPU shared-memory
+        all-reduce spins forever), so a thread watches the heartbeat instead and exits with a report.
+        """
+        timeout = self.cfg.train.dist_timeout_s
+        while True:
+            time.sleep(min(5.0, timeout / 4))
+            if self._in_step and time.time() - self._progress_at > timeout:
+                msg = self._collective_failure(TimeoutError(f"no progress for {timeout}s"))
+                print(f"megameta train: error: {msg}", file=sys.stderr, flush=True)
+                os._exit(1)
 
     def _collective_failure(self, error: Exception) -> str:
         progress = {}
@@ -454,6 +466,24 @@ class Trainer:
             f"collective failed on rank {self.rank} in step {self.step + 1} after up to "
             f"train.dist_timeout_s={self.cfg.train.dist_timeout_s}s: {where} [{first}]"
         )
+
+    def _write_checkpoint(self, stage: Path, tag: str) -> str | None:
+        try:
+            self.engine.save_checkpoint(
+                str(stage), tag=tag, client_state={"megameta": self.state_dict()}, save_latest=False
+            )
+            torch.save(ckpt.rng_state(), stage / tag / f"rng_rank{self.rank}.pt")
+            self.fault("save", self.step)
+        except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
+            return f"rank {self.rank}: {e}".splitlines()[0]
+        return None
+
+    def _checkpoint_bytes(self) -> int:
+        """Expected size of one checkpoint: the newest one's, else fp32 weights + Adam state (16 B/param)."""
+        tags = ckpt.list_tags(self.ckpt_root)
+        if tags:
+            return sum(p.stat().st_size for p in (self.ckpt_root / tags[-1]).rglob("*") if p.is_file())
+        return 16 * sum(p.numel() for p in self.engine.module.parameters()) + (1 << 20)
 
     def _agree(self, error: str | None) -> str | None:
         """Every rank learns whether any rank failed (and rank 0's view of why)."""
@@ -554,9 +584,13 @@ class Trainer:
             "tokens": 0,
         }
         t0 = time.time()
+        self._in_step, self._progress_at = False, time.time()
+        threading.Thread(target=self._watchdog, daemon=True, name="megameta-watchdog").start()
         while self.step < self.total_steps:
             try:
+                self._in_step, self._progress_at = True, time.time()
                 stats = self.train_step()
+                self._in_step = False
             except RuntimeError as e:  # gloo/NCCL report timeouts and dead peers as RuntimeError subclasses
                 raise MegaMetaError(self._collective_failure(e)) from None
             self.step += 1

@@ -33,11 +33,13 @@ def test_zero_stages_match_single_rank(prepared, tmp_path):
         )
 
 
-@pytest.mark.parametrize("stage", [1, 3])
-def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage):
-    ref_run, ref_cfg = make_run(prepared, tmp_path, "ref", deepspeed_config=f"ds_configs/zero{stage}.json")
+# ZeRO-1 fp32 is covered by tests/reliability (kill -9 of one rank, of all ranks, during a save).
+@pytest.mark.parametrize(("stage", "precision"), [(3, "fp32"), (0, "bf16"), (2, "bf16")])
+def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage, precision):
+    settings = {"deepspeed_config": f"ds_configs/zero{stage}.json", "precision": precision}
+    ref_run, ref_cfg = make_run(prepared, tmp_path, "ref", **settings)
     train(ref_cfg, 2)
-    run, cfg = make_run(prepared, tmp_path, "killed", deepspeed_config=f"ds_configs/zero{stage}.json")
+    run, cfg = make_run(prepared, tmp_path, "killed", **settings)
     kill_step = random.Random(stage).randint(3, 5)
     proc = subprocess.Popen(
         train_cmd(cfg, 2),
@@ -77,21 +79,6 @@ def test_sigterm_saves_checkpoint_and_exits_with_requeue_code(prepared, tmp_path
     assert not list(root.glob(".staging-*"))
     resumed = train(cfg, 2, "phases[0].steps=" + str(ckpt.step_of(tag) + 1))
     assert f"resumed meta from {tag}" in resumed.stdout
-
-
-def test_corrupted_newest_checkpoint_falls_back(prepared, tmp_path):
-    run, cfg = make_run(prepared, tmp_path)
-    train(cfg, 2, "phases[0].steps=4")
-    root = run / "meta" / "checkpoints"
-    assert ckpt.list_tags(root) == ["step_00000002", "step_00000004"]
-    victim = next(p for p in sorted((root / "step_00000004").rglob("*.pt")))
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    proc = train(cfg, 2, "phases[0].steps=6")
-    assert "skipping step_00000004" in proc.stdout and "checksum mismatch" in proc.stdout
-    assert "resumed meta from step_00000002" in proc.stdout
-    assert [r["step"] for r in log_rows(run)] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("stage", [1, 2])
