@@ -206,6 +206,12 @@ class TrainConfig:
             f"{path}.zero_stage",
             f"must be 0, 1, 2 or 3, got {self.zero_stage}",
         )
+        per_rank = self.micro_batch_size * self.grad_accum
+        _check(
+            self.global_batch_size % per_rank == 0,
+            f"{path}.global_batch_size",
+            f"{self.global_batch_size} is not a multiple of micro_batch_size * grad_accum = {per_rank}",
+        )
 
 
 @dataclass
@@ -312,6 +318,8 @@ class RunConfig:
                         f"{where}.init_from",
                         f"{ref!r} is not an earlier phase ({', '.join(seen) or 'none'}) nor a path",
                     )
+                if ref and _looks_like_path(ref):
+                    _check(Path(os.path.expanduser(ref)).exists(), f"{where}.init_from", f"path {ref} does not exist")
                 seen.append(phase.name)
 
     # ---- derived paths (one place, so every verb agrees) ----

@@ -107,7 +107,22 @@ def render_ds_config(
         ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     if conflicts:
         raise ConfigError("DeepSpeed config conflicts with the run config: " + "; ".join(conflicts))
+    if uses_offload(ds):
+        check_offload_op(template)
     return ds
+
+
+def check_offload_op(template: str) -> None:
+    """ZeRO-Offload steps the optimizer on the CPU with DeepSpeed's cpu_adam op, which must be buildable here."""
+    from deepspeed.ops.op_builder import CPUAdamBuilder
+
+    builder = CPUAdamBuilder()
+    if not builder.is_compatible(verbose=False):
+        raise ConfigError(
+            f"train.deepspeed_config: {template} offloads the optimizer to the CPU, which needs DeepSpeed's "
+            f"'{builder.name}' op, and it cannot be built on this machine (a C++ compiler and the Python headers "
+            f"are needed); use a template without offload_optimizer/offload_param"
+        )
 
 
 def uses_offload(ds: dict) -> bool:
