@@ -319,7 +319,11 @@ class RunConfig:
                         f"{ref!r} is not an earlier phase ({', '.join(seen) or 'none'}) nor a path",
                     )
                 if ref and _looks_like_path(ref):
-                    _check(Path(os.path.expanduser(ref)).exists(), f"{where}.init_from", f"path {ref} does not exist")
+                    _check(
+                        Path(os.path.expanduser(ref)).exists(),
+                        f"{where}.init_from",
+                        f"path {ref} does not exist",
+                    )
                 seen.append(phase.name)
 
     # ---- derived paths (one place, so every verb agrees) ----
