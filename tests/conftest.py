@@ -19,13 +19,13 @@ def tiny_pipeline(tmp_path_factory, tiny_corpus):
     root = tmp_path_factory.mktemp("pipeline")
     cfg = tiny_config(root / "run", tiny_corpus)
     config_path = write_config(root / "config.yaml", cfg)
-    proc = megameta("pipeline", "--config", str(config_path), timeout=900)
+    proc = megameta("pipeline", "--config", str(config_path), "--with-baseline", timeout=900)
     if proc.returncode != 0:
         pytest.fail(
             f"tiny pipeline failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return {"root": root, "run": root / "run", "config": config_path, "cfg": cfg, "proc": proc,
-            "done": {p: json.loads((root / "run" / p / "DONE.json").read_text()) for p in ("meta", "xlingual")}}  # fmt: skip
+            "done": {p: json.loads((root / "run" / p / "DONE.json").read_text()) for p in ("meta", "xlingual", "baseline")}}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,16 @@ def test_pipeline_writes_every_artifact(tiny_pipeline):
     assert "model (meta):" in out and "TensorBoard:" in out
 
 
+def test_with_baseline_compares_meta_and_single_phase_at_equal_budget(tiny_pipeline):
+    run, done = tiny_pipeline["run"], tiny_pipeline["done"]
+    assert done["baseline"]["init_from"] is None
+    assert done["baseline"]["tokens"] == done["meta"]["tokens"] + done["xlingual"]["tokens"]
+    comparison = json.loads((run / "comparison" / "comparison.json").read_text())
+    assert comparison and (run / "comparison" / "comparison.md").exists() and (run / "comparison" / "comparison.png").exists()
+    table = (run / "comparison" / "comparison.md").read_text()
+    assert "meta" in table and "baseline" in table
+
+
 def test_handoff_starts_from_exactly_phase1_final_weights(tiny_pipeline):
     run = tiny_pipeline["run"]
     phase1_final, where = load_weights(run / "meta")

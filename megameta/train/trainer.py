@@ -699,4 +699,9 @@ def train_phase(cfg: RunConfig, phase_name: str) -> int:
     trainer = Trainer(cfg, cfg.phase(phase_name))
     code = trainer.run()
     sys.stdout.flush()
+    if dist.is_initialized():
+        # Tear the process group down before exit: leaving it to interpreter shutdown can abort a rank
+        # ("terminate called without an active exception") and turn a finished run into a failed job.
+        dist.barrier()
+        dist.destroy_process_group()
     return code
