@@ -39,7 +39,11 @@ def test_with_baseline_compares_meta_and_single_phase_at_equal_budget(tiny_pipel
     assert done["baseline"]["init_from"] is None
     assert done["baseline"]["tokens"] == done["meta"]["tokens"] + done["xlingual"]["tokens"]
     comparison = json.loads((run / "comparison" / "comparison.json").read_text())
-    assert comparison and (run / "comparison" / "comparison.md").exists() and (run / "comparison" / "comparison.png").exists()
+    assert (
+        comparison
+        and (run / "comparison" / "comparison.md").exists()
+        and (run / "comparison" / "comparison.png").exists()
+    )
     table = (run / "comparison" / "comparison.md").read_text()
     assert "meta" in table and "baseline" in table
 

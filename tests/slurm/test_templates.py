@@ -301,7 +301,9 @@ def test_pipeline_end_to_end_with_preemption_and_requeue(slurm_cluster, run_root
 
     # Phase 1 trains; USR1 to the batch shell mid-run, as --signal=B:USR1@<grace> sends it.
     rank0 = run / "logs" / f"mm-meta-{meta_id}" / "rank0.log"
-    wait_for("phase 1 step 2", lambda: rank0.exists() and f"step 2/{STEPS}" in rank0.read_text(), 240, poll=0.1)
+    wait_for(
+        "phase 1 step 2", lambda: rank0.exists() and f"step 2/{STEPS}" in rank0.read_text(), 240, poll=0.1
+    )
     subprocess.run(["scancel", "--signal=USR1", "--batch", meta_id], env=slurm_cluster.env, check=True)
     assert job(slurm_cluster, xl_id)["JobState"] == "PENDING"
     assert job(slurm_cluster, xl_id)["Reason"] == "Dependency"
@@ -322,7 +324,9 @@ def test_pipeline_end_to_end_with_preemption_and_requeue(slurm_cluster, run_root
     assert 2 <= stop < STEPS
     assert re.search(rf"resumed meta from \S+ \(step {stop},", text), text[-3000:]
     steps = [int(s) for s in re.findall(rf"^step (\d+)/{STEPS} ", text, re.M)]
-    assert steps == list(range(1, STEPS + 1)), f"steps logged across both attempts: {steps}"  # none repeated or lost
+    assert steps == list(range(1, STEPS + 1)), (
+        f"steps logged across both attempts: {steps}"
+    )  # none repeated or lost
     assert json.loads((run / "meta" / "DONE.json").read_text())["step"] == STEPS
     assert (run / "logs" / f"mm-meta-{meta_id}" / "rank1.log").exists()
 
