@@ -5,19 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from megameta.data.corpus import LABELS
 from megameta.errors import ConfigError
 
-#: The eight topic labels shared by the en/fr/es Wikipedia summaries (DESIGN.md section 5).
-CANONICAL_LABELS: list[str] = [
-    "People",
-    "Geography",
-    "History",
-    "Arts",
-    "Technology",
-    "Mathematics",
-    "Philosophy and religion",
-    "Everyday life",
-]
+#: The eight topic labels shared by the en/fr/es Wikipedia summaries (DESIGN.md section 5); the corpus
+#: builder's table is the single source, so label indices agree between corpus and evaluation.
+CANONICAL_LABELS: list[str] = list(LABELS)
 
 CLASSIFY_MODES = ("probe", "finetune")
 
