@@ -244,8 +244,14 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
             print(
                 f"  phase {phase.name:<10} {done['step']} steps, {done['tokens']:,} tokens; valid loss: {losses}"
             )
+            trend = loss_trend(cfg.phase_dir(phase.name))
+            if trend:
+                falling = all(last < first for first, last in trend.values())
+                shown = ", ".join(f"{k} {a:.2f}->{b:.2f}" for k, (a, b) in trend.items())
+                verdict = "all falling" if falling else "NOT all falling"
+                print(f"    train loss, first -> last log window: {shown} [{verdict}]")
         final = phases[-1]
-        print(f"  model ({group}):   {cfg.hf_dir(final.name)}")
+        print(f"  model ({group}):  {cfg.hf_dir(final.name)}")
         print(f"  report ({group}):  {cfg.phase_dir(final.name) / 'eval' / 'report.md'}")
         print(f"  key numbers: {_key_numbers(reports[group])}")
     print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")

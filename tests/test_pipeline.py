@@ -32,6 +32,7 @@ def test_pipeline_writes_every_artifact(tiny_pipeline):
     assert (run / "xlingual" / "eval" / "report.md").exists()
     out = tiny_pipeline["proc"].stdout
     assert "model (meta):" in out and "TensorBoard:" in out
+    assert "train loss, first -> last log window: en " in out
 
 
 def test_with_baseline_compares_meta_and_single_phase_at_equal_budget(tiny_pipeline):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 
 import pytest
@@ -42,6 +43,8 @@ def test_binary_garbage_and_a_1gb_line_are_read_without_crash(run, tmp_path):
     path = write_config(tmp_path / "bad.yaml", cfg)
     proc = megameta("preprocess", "--config", str(path), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # ru_maxrss of waited-for children (KiB on Linux): the 1 GiB line never sits in memory
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 2 * 1024 * 1024
     manifest = yaml.safe_load((run_dir / "shards" / "manifest.json").read_text())
     entry = manifest["languages"]["en"]["train"]
     assert entry["replaced_utf8_lines"] > 0  # garbage decoded with replacement characters, counted
