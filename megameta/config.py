@@ -164,6 +164,10 @@ class TrainConfig:
     """Steps between console/TensorBoard logs."""
     eval_every: int = 0
     """Steps between validation-loss evaluations per language (0 = only at the end)."""
+    eval_suite_every: int = 0
+    """Steps between runs of the full evaluation suite (``evaluate`` section: MLM loss, retrieval,
+    classification) on the checkpoint just saved, logged to TensorBoard as ``eval/*`` (0 = off;
+    must be a multiple of save_every). Runs on rank 0 while the other ranks wait."""
     eval_batches: int = 4
     """Micro-batches per language for each validation evaluation."""
     save_every: int = 100
@@ -193,7 +197,7 @@ class TrainConfig:
         ):
             value = getattr(self, name)
             _check(value >= 1, f"{path}.{name}", f"must be >= 1, got {value}")
-        for name in ("global_batch_size", "eval_every", "keep_every"):
+        for name in ("global_batch_size", "eval_every", "keep_every", "eval_suite_every"):
             value = getattr(self, name)
             _check(value >= 0, f"{path}.{name}", f"must be >= 0, got {value}")
         _check(
@@ -205,6 +209,11 @@ class TrainConfig:
             self.zero_stage in (None, 0, 1, 2, 3),
             f"{path}.zero_stage",
             f"must be 0, 1, 2 or 3, got {self.zero_stage}",
+        )
+        _check(
+            self.eval_suite_every % self.save_every == 0,
+            f"{path}.eval_suite_every",
+            f"{self.eval_suite_every} is not a multiple of save_every ({self.save_every})",
         )
         per_rank = self.micro_batch_size * self.grad_accum
         _check(

@@ -390,6 +390,14 @@ class Trainer:
             except OSError as e:
                 error = f"rank 0: {e}"
         error = self._agree(error)
+        if (
+            error is None
+            and self.cfg.train.eval_suite_every
+            and self.step % self.cfg.train.eval_suite_every == 0
+        ):
+            if self.is_main:
+                self._run_eval_suite(tag)
+            dist.barrier()
         if error is not None:
             if self.is_main:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -466,6 +474,27 @@ class Trainer:
             f"collective failed on rank {self.rank} in step {self.step + 1} after up to "
             f"train.dist_timeout_s={self.cfg.train.dist_timeout_s}s: {where} [{first}]"
         )
+
+    def _run_eval_suite(self, tag: str) -> None:
+        """The evaluation suite on checkpoint ``tag`` (converted to an HF dir), logged as ``eval/*`` scalars."""
+        from megameta.convert import convert
+        from megameta.evaluate.report import run_evaluation
+
+        out = self.phase_dir / "eval_suite" / tag
+        convert(self.ckpt_root / tag, out / "hf", tag=None, verify=False)
+        report = run_evaluation(
+            str(out / "hf"), self.cfg.corpus.dir, self.cfg.evaluate, str(out), progress=False
+        )
+        shutil.rmtree(out / "hf", ignore_errors=True)
+        results = report["results"]
+        scalars = {f"eval/mlm_loss_{k}": v["loss"] for k, v in (results.get("mlm") or {}).items()}
+        for key in ("mean", "same_script_mean", "cross_script_mean"):
+            if (results.get("retrieval") or {}).get(key) is not None:
+                scalars[f"eval/retrieval_{key}"] = results["retrieval"][key]
+        for lang, v in ((results.get("classify") or {}).get("langs") or {}).items():
+            scalars[f"eval/topic_accuracy_{lang}"] = v["accuracy_mean"]
+        self.log.scalars(scalars, self.step)
+        self._print(f"[train] evaluation suite at step {self.step}: {out / 'report.md'}")
 
     def _write_checkpoint(self, stage: Path, tag: str) -> str | None:
         try:

@@ -96,10 +96,18 @@ def test_signal_anywhere_leaves_a_valid_checkpoint(prepared, tmp_path, sig, wher
     assert json.loads((run / "meta" / "checkpoints" / tag / "meta.json").read_text())["step"] == expected
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete", "bitflip"])
-def test_damaged_newest_checkpoint_is_detected_and_skipped(prepared, tmp_path, damage):
-    run, cfg = make_run(prepared, tmp_path)
+@pytest.fixture(scope="module")
+def four_steps(prepared, tmp_path_factory):
+    """A 2-rank run stopped after 4 steps (checkpoints at 2 and 4), copied by each damage test."""
+    run, cfg = make_run(prepared, tmp_path_factory.mktemp("four_steps"))
     train(cfg, 2, "phases[0].steps=4")
+    return run
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "bitflip"])
+def test_damaged_newest_checkpoint_is_detected_and_skipped(prepared, tmp_path, four_steps, damage):
+    run, cfg = make_run(prepared, tmp_path)
+    shutil.copytree(four_steps / "meta", run / "meta")
     newest = run / "meta" / "checkpoints" / "step_00000004"
     victim = sorted(newest.glob("*optim_states.pt"))[0]
     if damage == "truncate":

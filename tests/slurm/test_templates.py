@@ -98,7 +98,7 @@ def log_time(line: str) -> float:
     return time.mktime(time.strptime(line[1:20], "%Y-%m-%d %H:%M:%S"))
 
 
-STEPS = 200  # phase 1 steps in the cluster runs
+STEPS = 120  # phase 1 steps in the cluster runs
 
 
 @pytest.fixture(scope="module")

@@ -148,3 +148,17 @@ def test_fp16_is_refused_clearly_where_unsupported(prepared, tmp_path):
     proc = megameta("train", "--config", str(cfg), "--phase", "meta")
     assert proc.returncode == 2
     assert "train.precision: fp16 is not supported by this accelerator" in proc.stderr
+
+
+def test_evaluation_suite_runs_during_training_and_logs_to_tensorboard(prepared, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, cfg = make_run(prepared, tmp_path, eval_suite_every=2)
+    proc = train(cfg, 2, "phases[0].steps=2", "evaluate.classify_seeds=[1]")
+    assert "evaluation suite at step 2" in proc.stdout
+    report = run / "meta" / "eval_suite" / "step_00000002" / "report.json"
+    assert {"mlm", "retrieval", "classify"} <= set(json.loads(report.read_text())["results"])
+    acc = EventAccumulator(str(run / "meta" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"eval/mlm_loss_en", "eval/retrieval_mean", "eval/topic_accuracy_fr"} <= tags
