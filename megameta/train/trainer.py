@@ -514,6 +514,12 @@ class Trainer:
             return sum(p.stat().st_size for p in (self.ckpt_root / tags[-1]).rglob("*") if p.is_file())
         return 16 * sum(p.numel() for p in self.engine.module.parameters()) + (1 << 20)
 
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a small host tensor over ranks (NCCL only reduces device tensors; gloo takes host ones)."""
+        on_device = tensor.to(self.device)
+        dist.all_reduce(on_device)
+        return on_device.cpu()
+
     def _agree(self, error: str | None) -> str | None:
         """Every rank learns whether any rank failed (and rank 0's view of why)."""
         box = [error]
@@ -564,7 +570,7 @@ class Trainer:
         # One small collective per step: global token count, and whether any rank got a stop signal.
         self._heartbeat(self.cfg.train.grad_accum, "sync")
         sync = torch.tensor([float(tokens), 1.0 if self._signal is not None else 0.0], dtype=torch.float64)
-        dist.all_reduce(sync)
+        sync = self._all_reduce(sync)
         return {
             "loss_sum": loss_sum,
             "loss_cnt": loss_cnt,
@@ -592,7 +598,7 @@ class Trainer:
                 )
                 sums[lang_id, 0] += out.token_losses.double().sum().cpu()
                 sums[lang_id, 1] += len(out.token_losses)
-        dist.all_reduce(sums)
+        sums = self._all_reduce(sums)
         self.engine.train()
         return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(langs)}
 
@@ -669,8 +675,7 @@ class Trainer:
         return EXIT_OK
 
     def _log(self, window: dict, t0: float) -> float:
-        sums = torch.stack([window["loss_sum"], window["loss_cnt"]])
-        dist.all_reduce(sums)
+        sums = self._all_reduce(torch.stack([window["loss_sum"], window["loss_cnt"]]))
         now = time.time()
         tokens = window["tokens"]
         lang_losses = {
