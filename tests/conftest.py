@@ -37,4 +37,4 @@ def prepared(tmp_path_factory, tiny_corpus):
     for verb in ("tokenizer", "preprocess"):
         proc = megameta(verb, "--config", str(path))
         assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"run": root / "run", "corpus": tiny_corpus}
+    return {"run": root / "run", "corpus": tiny_corpus, "config": path}

@@ -14,19 +14,10 @@ from pathlib import Path
 import yaml
 
 from megameta.convert import load_weights, state_dict_digest
+from megameta.data.corpus import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
-LABELS = [
-    "People",
-    "Geography",
-    "History",
-    "Arts",
-    "Technology",
-    "Mathematics",
-    "Philosophy and religion",
-    "Everyday life",
-]
 
 # Topic words per label and language: enough signal for a classifier, shared across languages by meaning.
 TOPIC_WORDS = {

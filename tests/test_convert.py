@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import megameta, tiny_config, write_config
+from helpers import make_run, megameta, tiny_config, train, write_config
 from safetensors.torch import load_file
 
 from megameta.convert import convert, from_hf, load_weights, model_config_of, state_dict_digest
 from megameta.model import XLMRForMaskedLM
-
-try:  # the run launchers live in helpers (older checkouts: in the engine tests)
-    from helpers import make_run, train
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).parent / "train"))
-    from test_engine import make_run, train
 
 pytestmark = pytest.mark.slow
 STAGES = (0, 2, 3)
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory, tiny_corpus):
+def ckpts(tmp_path_factory, prepared):
     """One 2-step, 2-rank checkpoint per ZeRO stage: same seed, no dropout."""
     root = tmp_path_factory.mktemp("convert")
-    cfg = tiny_config(root / "prep", tiny_corpus)
-    path = write_config(root / "c.yaml", cfg)
-    for verb in ("tokenizer", "preprocess"):
-        proc = megameta(verb, "--config", str(path))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    prepared = {"run": root / "prep", "corpus": tiny_corpus}
-    out = {"root": root, "config": path}
+    out = {"root": root, "config": prepared["config"], "prep": prepared["run"]}
     for stage, precision in [(s, "fp32") for s in STAGES] + [(3, "bf16")]:
         key = stage if precision == "fp32" else f"{stage}-{precision}"
         run, c = make_run(prepared, root, f"zero{key}", save_every=2)
@@ -170,7 +157,7 @@ def test_from_hf_round_trip_is_lossless_and_trainer_loadable(ckpts, converted):
 
 
 def test_from_hf_mismatch_is_exit_2_naming_tensor_and_shapes(ckpts, converted, tmp_path):
-    bad_cfg = write_config(tmp_path / "bad.yaml", {**tiny_config(ckpts["root"] / "prep", ckpts["root"]),
+    bad_cfg = write_config(tmp_path / "bad.yaml", {**tiny_config(ckpts["prep"], ckpts["root"]),
                                                    "model": {"preset": "custom", "hidden_size": 48, "num_layers": 2,
                                                              "num_heads": 2, "intermediate_size": 64,
                                                              "max_position_embeddings": 40}})  # fmt: skip
