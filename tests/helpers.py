@@ -294,3 +294,8 @@ def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: boo
             return
         time.sleep(0.05)
     raise AssertionError(f"run never reached step {step}")
+
+
+def shm_segments() -> set[str]:
+    """DeepSpeed's CPU all-reduce segments in /dev/shm (a run must leave none behind, even when killed)."""
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}

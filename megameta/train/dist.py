@@ -69,7 +69,33 @@ def init_distributed(timeout_s: int) -> tuple[int, int, int]:
         deepspeed.init_distributed(
             auto_mpi_discovery=True, timeout=datetime.timedelta(seconds=timeout_s), verbose=False
         )
+        _unlink_shm_workspace()
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+
+
+def _unlink_shm_workspace() -> None:
+    """Remove the name of this rank's DeepSpeed CPU all-reduce segment, keeping the mapping.
+
+    On CPU, DeepSpeed's shared-memory all-reduce (``ops/csrc/cpu/comm/shm.cpp``) creates
+    ``/dev/shm/deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>`` (64 MiB) per
+    rank and never removes it, so every run, finished or killed, leaks that much RAM. Its
+    set-up maps every rank's segment before ``init_distributed`` returns; after a barrier all
+    ranks have done so and each unlinks its own name. The memory is freed when the last rank
+    exits, however it exits.
+    """
+    import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    dist.barrier()
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"), dist.get_rank()
+    )
+    try:
+        os.unlink(f"/dev/shm/{name}")
+    except FileNotFoundError:  # not all ranks on this node (no shm all-reduce) or another naming
+        pass
 
 
 def _free_port() -> int:

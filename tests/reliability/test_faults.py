@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import REPO, cli_env, final_digest, kill_when, log_rows, make_run, train, train_cmd
+from helpers import REPO, cli_env, final_digest, kill_when, log_rows, make_run, shm_segments, train, train_cmd
 
 from megameta.errors import EXIT_REQUEUE
 from megameta.train import checkpoint as ckpt
@@ -57,6 +57,7 @@ def reference(prepared, tmp_path_factory):
 )
 def test_kill9_resumes_to_identical_weights(prepared, tmp_path, reference, fault):
     run, cfg = make_run(prepared, tmp_path)
+    shm_before = shm_segments()
     if fault == "all-ranks":
         proc = subprocess.Popen(
             train_cmd(cfg, 2, "phases[0].steps=8"),
@@ -76,6 +77,7 @@ def test_kill9_resumes_to_identical_weights(prepared, tmp_path, reference, fault
         assert_latest_is_complete(run)
     if fault.startswith("sigkill@save"):
         assert (run / "meta" / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+    assert shm_segments() <= shm_before, "killed ranks left DeepSpeed shared memory in /dev/shm"
     train(cfg, 2, "phases[0].steps=8")
     assert final_digest(run) == reference["digest"]
     assert log_rows(run) == reference["log"]
