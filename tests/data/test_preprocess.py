@@ -173,3 +173,34 @@ def test_hf_dataset_saved_to_disk(tmp_path, tiny_tokenizer, tiny_shards, data_co
     a = (tmp_path / "o/ru/train.bin").read_bytes()
     assert a == (tiny_shards / "ru/train.bin").read_bytes()
     assert np.asarray(TokenShard(tmp_path / "o/ru/train").offsets)[-1] > 0
+
+
+def test_ids_match_the_hf_tokenizer_and_special_token_text_stays_text(tmp_path, tiny_tokenizer, data_corpus):
+    from megameta.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_tokenizer)
+    docs = [json.loads(line)["text"] for line in Path(data_corpus["fr"][0]).read_text().splitlines()]
+    src = tmp_path / "fr.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs + ["a <mask> b"]))
+    preprocess({"train": {"fr": [str(src)]}}, tiny_tokenizer, tmp_path / "o", progress=False)
+    shard = TokenShard(tmp_path / "o" / "fr" / "train")
+    assert shard.n_docs == len(docs) + 1
+    for d, text in enumerate(docs):
+        assert list(shard.doc(d)) == tok(text, add_special_tokens=False)["input_ids"], text
+    last = list(shard.doc(len(docs)))
+    assert tok.mask_token_id not in last and "mask" in tok.decode(last)  # "<" and ">" are <unk> here
+
+
+def test_tokenizer_with_another_id_layout_is_refused(tmp_path, tiny_tokenizer, data_corpus):
+    import shutil
+
+    from megameta.data.tokenizer import SPM_FILE, train_tokenizer
+
+    other = tmp_path / "other"
+    train_tokenizer({"en": data_corpus["en"]}, other, vocab_size=120, max_sentences=500)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_tokenizer, mixed)
+    shutil.copy(other / SPM_FILE, mixed / SPM_FILE)  # HF files of one vocabulary, model of another
+    with pytest.raises(InputError, match="id layout"):
+        preprocess({"train": {"en": data_corpus["en"]}}, mixed, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
