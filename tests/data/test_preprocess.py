@@ -32,14 +32,16 @@ def _shard_bytes(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_identical_for_part_size_and_resumed_parts(
-    tmp_path, data_corpus, tiny_tokenizer, tiny_shards, capsys
+def test_identical_for_part_size_batch_size_and_resumed_parts(
+    tmp_path, data_corpus, tiny_tokenizer, tiny_shards, capsys, monkeypatch
 ):
     ref = _shard_bytes(tiny_shards)
     assert set(ref) >= {"en/train.bin", "en/train.idx", "ru/train.bin", "en/valid.idx"}
     sources = {"train": data_corpus, "valid": {"en": data_corpus["en"]}}
     out = tmp_path / "s"
+    monkeypatch.setattr(pp, "BATCH_CHARS", 1000)  # batches cut by size, mostly a few documents each
     preprocess(sources, tiny_tokenizer, out, part_docs=64, progress=False)
+    monkeypatch.undo()
     assert _shard_bytes(out) == ref
     assert not list(out.glob("*/*.parts")), "parts are removed once the unit is done"
     # A torn unit (final .idx lost, as after a kill between the renames) is rebuilt; the rest is skipped.
