@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import make_corpus, megameta, tiny_config, write_config
+from helpers import NO_DROPOUT, make_corpus, make_run, megameta, tiny_config, train, write_config
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +38,18 @@ def prepared(tmp_path_factory, tiny_corpus):
         proc = megameta(verb, "--config", str(path))
         assert proc.returncode == 0, proc.stderr[-3000:]
     return {"run": root / "run", "corpus": tiny_corpus, "config": path}
+
+
+@pytest.fixture(scope="session")
+def zero_runs(tmp_path_factory, prepared):
+    """One 6-step, 2-rank fp32 run per ZeRO stage 0-3: same seed, no dropout, checkpoints every 2 steps.
+
+    Shared by the stage-equivalence test (their losses) and the converter tests (their checkpoints).
+    """
+    root = tmp_path_factory.mktemp("zero_runs")
+    runs = {}
+    for stage in (0, 1, 2, 3):
+        run, cfg = make_run(prepared, root, f"zero{stage}")
+        train(cfg, 2, f"train.deepspeed_config=ds_configs/zero{stage}.json", *NO_DROPOUT)
+        runs[stage] = run
+    return {"root": root, "runs": runs}

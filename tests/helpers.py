@@ -194,6 +194,9 @@ def free_port() -> int:
 # ---- launching training runs (engine and reliability tests) ----
 
 
+NO_DROPOUT = ("model.hidden_dropout=0", "model.attention_dropout=0")
+
+
 def make_run(prepared, tmp_path: Path, name: str = "run", **train) -> tuple[Path, Path]:
     run = tmp_path / name
     run.mkdir()
@@ -277,6 +280,21 @@ def rank_pids(root: int) -> list[int]:
             if b"megameta.cli" in cmdline and b"deepspeed.launcher" not in cmdline:
                 out.append(child)
     return out
+
+
+def start_train(
+    config: Path, nproc: int, *overrides: str, launcher: str = "torchrun", output: bool = False
+) -> subprocess.Popen:
+    """A training job in the background, in its own process group (a test can signal it all at once)."""
+    return subprocess.Popen(
+        train_cmd(config, nproc, *overrides, launcher=launcher),
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: bool) -> None:

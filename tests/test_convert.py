@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_run, megameta, tiny_config, train, write_config
+from helpers import NO_DROPOUT, make_run, megameta, tiny_config, train, write_config
 from safetensors.torch import load_file
 
 from megameta.convert import convert, from_hf, load_weights, model_config_of, state_dict_digest
@@ -19,16 +19,16 @@ STAGES = (0, 2, 3)
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory, prepared):
-    """One 2-step, 2-rank checkpoint per ZeRO stage: same seed, no dropout."""
+def ckpts(tmp_path_factory, prepared, zero_runs):
+    """The newest checkpoint (step 6, 2 ranks) of each ZeRO stage's run, plus a 2-step ZeRO-3 bf16 one."""
     root = tmp_path_factory.mktemp("convert")
     out = {"root": root, "config": prepared["config"], "prep": prepared["run"]}
-    for stage, precision in [(s, "fp32") for s in STAGES] + [(3, "bf16")]:
-        key = stage if precision == "fp32" else f"{stage}-{precision}"
-        run, c = make_run(prepared, root, f"zero{key}", save_every=2)
-        train(c, 2, f"train.deepspeed_config=ds_configs/zero{stage}.json", "phases[0].steps=2",
-              f"train.precision={precision}", "model.hidden_dropout=0", "model.attention_dropout=0")  # fmt: skip
-        out[key] = run / "meta" / "checkpoints" / "step_00000002"
+    for stage in STAGES:
+        out[stage] = zero_runs["runs"][stage] / "meta" / "checkpoints" / "step_00000006"
+    run, c = make_run(prepared, root, "zero3-bf16")
+    train(c, 2, "train.deepspeed_config=ds_configs/zero3.json", "phases[0].steps=2", "train.precision=bf16",
+          *NO_DROPOUT)  # fmt: skip
+    out["3-bf16"] = run / "meta" / "checkpoints" / "step_00000002"
     return out
 
 
@@ -67,7 +67,7 @@ def test_zero_stages_give_deepspeeds_exact_weights(ckpts, converted):
     weights = {}
     for stage in STAGES:
         hf_dir, info = converted[stage]
-        assert info["verify_max_abs_diff"] < 1e-5 and info["step"] == 2 and info["phase"] == "meta"
+        assert info["verify_max_abs_diff"] < 1e-5 and info["step"] == 6 and info["phase"] == "meta"
         assert json.loads((hf_dir / "megameta_provenance.json").read_text())["zero_stage"] == stage
         for name in ("config.json", "tokenizer.json", "sentencepiece.bpe.model"):
             assert (hf_dir / name).exists(), name

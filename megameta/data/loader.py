@@ -92,7 +92,7 @@ class MLMStream:
     Args:
         shard_dir: root with ``manifest.json`` and ``<lang>/<split>.bin/.idx``.
         langs: languages in this phase (fixed order = language index).
-        tokenizer: the HF tokenizer (its vocabulary hash must match the shards').
+        tokenizer: a :class:`~megameta.data.tokenizer.Vocab` or the HF tokenizer of ``tokenizer_dir``.
         alpha_at: sampling exponent as a function of the global sample index.
     """
 

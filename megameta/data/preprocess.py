@@ -56,8 +56,7 @@ from tqdm import tqdm
 import megameta
 from megameta.data.readers import MAX_JSON_LINE_BYTES, MAX_LINE_BYTES, ReadStats, check_source, iter_documents
 from megameta.data.shards import FORMAT_VERSION, HEADER, MAGIC, MANIFEST, ShardWriter, TokenShard, token_dtype
-from megameta.data.tokenizer import SPM_FILE, load_tokenizer, vocab_hash
-from megameta.errors import InputError
+from megameta.data.tokenizer import Vocab, check_hf_layout, vocab_hash
 
 MAX_DOC_CHARS = 200_000
 # A batch (the unit sent to a worker) ends at BATCH_DOCS documents or BATCH_CHARS characters; at
@@ -79,48 +78,25 @@ def memory_bound_mb(workers: int) -> int:
 # Test hook: seconds to sleep after committing each part (lets a test kill the run mid-unit).
 _PART_DELAY_ENV = "MEGAMETA_PREPROCESS_PART_DELAY"
 
-# XLM-R's id layout (fairseq dictionary): <s>=0 <pad>=1 </s>=2 <unk>=3, SentencePiece piece i -> i + 1.
-SPM_OFFSET = 1
-UNK_ID = 3
-EOS_ID = 2
-
-_worker_spm = None
+_worker_vocab: Vocab | None = None
 _worker_dtype = np.dtype(np.uint16)
 
 
 def _init_worker(tokenizer_dir: str, dtype: str) -> None:
-    global _worker_spm, _worker_dtype
-    import sentencepiece as spm
-
-    _worker_spm = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / SPM_FILE))
+    global _worker_vocab, _worker_dtype
+    _worker_vocab = Vocab(tokenizer_dir)
     _worker_dtype = np.dtype(dtype)
-
-
-def check_id_layout(tok, tokenizer_dir: str | Path) -> None:
-    """Refuse a tokenizer dir whose HF ids are not SentencePiece's ids in XLM-R's layout."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / SPM_FILE))
-    n = sp.get_piece_size()
-    probes = sorted({3, n // 2, n - 1} & set(range(3, n)))
-    bad = [i for i in probes if tok.convert_tokens_to_ids(sp.id_to_piece(i)) != i + SPM_OFFSET]
-    if bad or (tok.unk_token_id, tok.eos_token_id) != (UNK_ID, EOS_ID) or sp.unk_id() != 0:
-        raise InputError(
-            f"{tokenizer_dir}: the Hugging Face tokenizer does not use XLM-R's id layout "
-            f"(<unk>=3, </s>=2, SentencePiece piece i -> id i+1); rebuild it with `megameta tokenizer`"
-        )
 
 
 def _encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize a batch: (flat ids with ``</s>`` after every document, lengths incl. separator)."""
-    ids = _worker_spm.encode(batch, num_threads=1)  # parallelism comes from the worker processes
+    ids = _worker_vocab.encode(batch)  # one thread: parallelism comes from the worker processes
     lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
     body = np.fromiter(
         itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()) - len(ids)
     )
-    body += SPM_OFFSET
-    body[body == SPM_OFFSET] = UNK_ID  # SentencePiece's unknown (id 0)
-    flat = np.full(int(lengths.sum()), EOS_ID, dtype=_worker_dtype)
+    body = Vocab.to_ids(body)
+    flat = np.full(int(lengths.sum()), Vocab.eos_token_id, dtype=_worker_dtype)
     keep = np.ones(len(flat), dtype=bool)
     keep[np.cumsum(lengths) - 1] = False
     flat[keep] = body
@@ -245,8 +221,7 @@ def preprocess(
         for source in files:
             check_source(source)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no Rust thread pool in a parent that forks workers
-    tok = load_tokenizer(tokenizer_dir)
-    check_id_layout(tok, tokenizer_dir)
+    tok = check_hf_layout(tokenizer_dir)
     vhash = vocab_hash(tokenizer_dir)
     dtype = token_dtype(len(tok))
     manifest = {

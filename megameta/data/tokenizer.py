@@ -56,6 +56,67 @@ def load_tokenizer(tokenizer_dir: str | Path):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
+class Vocab:
+    """XLM-R's id layout over the SentencePiece model, without importing ``transformers``.
+
+    ``<s>``=0 ``<pad>``=1 ``</s>``=2 ``<unk>``=3, SentencePiece piece i (i >= 3) -> id i + 1,
+    ``<mask>`` last: the ids of the saved HF tokenizer (fairseq's dictionary). Training and
+    preprocessing use this; :func:`check_hf_layout` refuses a tokenizer dir whose HF files
+    disagree. It answers the few questions the data path asks of a tokenizer, with HF's names.
+    """
+
+    bos_token_id, pad_token_id, eos_token_id, unk_token_id = 0, 1, 2, 3
+    OFFSET = 1  # HF id = SentencePiece id + OFFSET (SentencePiece's own <unk> 0 -> unk_token_id)
+    SPECIAL = ("<s>", "<pad>", "</s>", "<unk>")
+
+    def __init__(self, tokenizer_dir: str | Path):
+        import sentencepiece as spm
+
+        vocab_hash(tokenizer_dir)  # clear error when missing
+        self.sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / SPM_FILE))
+        self.mask_token_id = self.sp.get_piece_size() + self.OFFSET
+
+    def __len__(self) -> int:
+        return self.mask_token_id + 1
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [
+            self.SPECIAL[i] if i < 4 else "<mask>" if i == self.mask_token_id else self.sp.id_to_piece(i - 1)
+            for i in ids
+        ]
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """SentencePiece's ids for ``texts`` (no specials); :meth:`to_ids` maps them to this layout."""
+        return self.sp.encode(texts, num_threads=1)
+
+    @classmethod
+    def to_ids(cls, spm_ids: np.ndarray) -> np.ndarray:
+        """SentencePiece ids (int64, modified in place) -> ids of this layout."""
+        spm_ids += cls.OFFSET
+        spm_ids[spm_ids == cls.OFFSET] = cls.unk_token_id
+        return spm_ids
+
+
+def check_hf_layout(tokenizer_dir: str | Path) -> Vocab:
+    """The dir's :class:`Vocab`, after checking that its HF tokenizer has the same ids."""
+    vocab, tok = Vocab(tokenizer_dir), load_tokenizer(tokenizer_dir)
+    n = len(vocab)
+    probes = sorted({0, 1, 2, 3, 4, n // 2, n - 2, n - 1} & set(range(n)))
+    specials = ("bos_token_id", "pad_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
+    if (
+        len(tok) != n
+        or any(getattr(tok, a) != getattr(vocab, a) for a in specials)
+        or tok.convert_ids_to_tokens(probes) != vocab.convert_ids_to_tokens(probes)
+        or vocab.sp.unk_id() != 0
+    ):
+        raise InputError(
+            f"{tokenizer_dir}: the Hugging Face tokenizer does not use XLM-R's id layout over "
+            f"{SPM_FILE} (<s>=0 <pad>=1 </s>=2 <unk>=3, piece i -> id i+1, <mask> last); "
+            "rebuild it with `megameta tokenizer`"
+        )
+    return vocab
+
+
 def _sample_sentences(
     sources: dict[str, list[str]], text_field: str, alpha: float, total: int, seed: int, out
 ) -> dict[str, int]:

@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.data.loader import MLMStream
-from megameta.data.tokenizer import load_tokenizer
+from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.train import checkpoint as ckpt
 from megameta.train.dist import init_distributed
@@ -97,7 +97,7 @@ class Trainer:
         self.log = MetricLogger(self.phase_dir, self.is_main, train.tensorboard, self.total_steps)
 
         tok_dir = cfg.tokenizer_dir
-        self.tokenizer = load_tokenizer(tok_dir)
+        self.tokenizer = Vocab(tok_dir)  # the ids, without importing transformers
         alpha0 = phase.alpha if phase.alpha is not None else cfg.data.alpha
         alpha1 = phase.alpha_end if phase.alpha_end is not None else alpha0
         total_samples = self.total_steps * self.global_batch

@@ -61,3 +61,13 @@ def test_missing_tokenizer_and_empty_language_are_input_errors(tmp_path, data_co
         train_tokenizer(
             {**data_corpus, "xx": [str(empty)]}, tmp_path / "tok2", vocab_size=200, max_sentences=500
         )
+
+
+def test_vocab_has_the_hf_tokenizers_ids(tiny_tokenizer):
+    from megameta.data.tokenizer import Vocab
+
+    tok, vocab = load_tokenizer(tiny_tokenizer), Vocab(tiny_tokenizer)
+    ids = list(range(len(tok)))
+    assert len(vocab) == len(tok) and vocab.convert_ids_to_tokens(ids) == tok.convert_ids_to_tokens(ids)
+    for name in ("bos_token_id", "pad_token_id", "eos_token_id", "unk_token_id", "mask_token_id"):
+        assert getattr(vocab, name) == getattr(tok, name), name

@@ -11,7 +11,18 @@ import subprocess
 import time
 
 import pytest
-from helpers import REPO, cli_env, final_digest, kill_when, log_rows, make_run, shm_segments, train, train_cmd
+from helpers import (
+    REPO,
+    cli_env,
+    final_digest,
+    kill_when,
+    log_rows,
+    make_run,
+    shm_segments,
+    start_train,
+    train,
+    train_cmd,
+)
 
 from megameta.errors import EXIT_REQUEUE
 from megameta.train import checkpoint as ckpt
@@ -19,10 +30,12 @@ from megameta.train import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
-def run_with_fault(cfg, fault: str, *overrides: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def run_with_fault(
+    cfg, fault: str, *overrides: str, nproc: int = 2, launcher: str = "torchrun"
+) -> subprocess.CompletedProcess:
     env = cli_env(MEGAMETA_FAULT=fault)
     return subprocess.run(
-        train_cmd(cfg, nproc, *overrides, launcher="deepspeed"),
+        train_cmd(cfg, nproc, *overrides, launcher=launcher),
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -59,14 +72,7 @@ def test_kill9_resumes_to_identical_weights(prepared, tmp_path, reference, fault
     run, cfg = make_run(prepared, tmp_path)
     shm_before = shm_segments()
     if fault == "all-ranks":
-        proc = subprocess.Popen(
-            train_cmd(cfg, 2, "phases[0].steps=8"),
-            env=cli_env(),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = start_train(cfg, 2, "phases[0].steps=8")
         kill_when(proc, run, random.Random(os.getpid()).randint(2, 6), signal.SIGKILL, group=True)
         proc.wait(timeout=60)
     else:
@@ -88,8 +94,9 @@ def test_kill9_resumes_to_identical_weights(prepared, tmp_path, reference, fault
 )
 def test_signal_anywhere_leaves_a_valid_checkpoint(prepared, tmp_path, sig, where):
     run, cfg = make_run(prepared, tmp_path, save_every=4)
-    # rank 1 alone receives the signal: the ranks must still agree to stop together
-    proc = run_with_fault(cfg, f"{sig}@{where}:4:1", "phases[0].steps=50")
+    # rank 1 alone receives the signal: the ranks must still agree to stop together. The deepspeed
+    # launcher passes the ranks' exit code 3 (requeue) on; torchrun reports any failure as 1.
+    proc = run_with_fault(cfg, f"{sig}@{where}:4:1", "phases[0].steps=50", launcher="deepspeed")
     assert proc.returncode == EXIT_REQUEUE, proc.stdout[-2000:] + proc.stderr[-2000:]
     tag = assert_latest_is_complete(run)
     # a signal during a save lets that save finish; the run then stops after the next step
@@ -184,14 +191,7 @@ def test_every_sample_seen_once_across_restarts_on_3_ranks(prepared, tmp_path):
     run, cfg = make_run(prepared, tmp_path, micro_batch_size=2, log_samples=True, save_every=3)
     overrides = (f"phases[0].steps={steps}",)
     for kill_at in (4, 9):
-        proc = subprocess.Popen(
-            train_cmd(cfg, 3, *overrides),
-            env=cli_env(),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = start_train(cfg, 3, *overrides)
         kill_when(proc, run, kill_at, signal.SIGKILL, group=True)
         proc.wait(timeout=60)
     train(cfg, 3, *overrides)

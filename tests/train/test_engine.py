@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
 
 import pytest
-from helpers import REPO, cli_env, final_digest, kill_when, log_rows, make_run, megameta, train, train_cmd
+from helpers import (
+    NO_DROPOUT,
+    final_digest,
+    kill_when,
+    log_rows,
+    make_run,
+    megameta,
+    start_train,
+    train,
+)
 
 from megameta.errors import EXIT_REQUEUE
 from megameta.train import checkpoint as ckpt
@@ -16,16 +24,13 @@ from megameta.train import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
-def test_zero_stages_match_single_rank(prepared, tmp_path):
+def test_zero_stages_match_single_rank(prepared, tmp_path, zero_runs):
     """Each ZeRO stage on 2 ranks gives the loss of 1 rank accumulating the same global batch."""
-    no_dropout = ("model.hidden_dropout=0", "model.attention_dropout=0")
     ref_run, ref_cfg = make_run(prepared, tmp_path, "ref")
-    train(ref_cfg, 1, "train.grad_accum=2", "train.deepspeed_config=ds_configs/zero0.json", *no_dropout)
+    train(ref_cfg, 1, "train.grad_accum=2", "train.deepspeed_config=ds_configs/zero0.json", *NO_DROPOUT)
     ref = [r["loss"] for r in log_rows(ref_run)]
     assert len(ref) == 6 and ref[-1] < ref[0]
-    for stage in (0, 1, 2, 3):
-        run, cfg = make_run(prepared, tmp_path, f"zero{stage}")
-        train(cfg, 2, f"train.deepspeed_config=ds_configs/zero{stage}.json", *no_dropout)
+    for stage, run in zero_runs["runs"].items():
         losses = [r["loss"] for r in log_rows(run)]
         assert losses == pytest.approx(ref, rel=2e-4), f"ZeRO-{stage}"
         assert (
@@ -41,14 +46,7 @@ def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage, precision):
     train(ref_cfg, 2)
     run, cfg = make_run(prepared, tmp_path, "killed", **settings)
     kill_step = random.Random(stage).randint(3, 5)
-    proc = subprocess.Popen(
-        train_cmd(cfg, 2),
-        env=cli_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_train(cfg, 2)
     kill_when(proc, run, kill_step, signal.SIGKILL, group=True)
     proc.wait(timeout=60)
     assert not (run / "meta" / "DONE.json").exists()
@@ -60,15 +58,7 @@ def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage, precision):
 
 def test_sigterm_saves_checkpoint_and_exits_with_requeue_code(prepared, tmp_path):
     run, cfg = make_run(prepared, tmp_path, save_every=100)
-    proc = subprocess.Popen(
-        train_cmd(cfg, 2, "phases[0].steps=200", launcher="deepspeed"),
-        env=cli_env(),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_train(cfg, 2, "phases[0].steps=200", launcher="deepspeed", output=True)
     kill_when(proc, run, 2, signal.SIGTERM, group=False)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_REQUEUE, out[-3000:]
@@ -93,14 +83,7 @@ def test_resume_on_fewer_ranks_continues_the_data_stream(prepared, tmp_path, sta
     ref_run, ref_cfg = make_run(prepared, tmp_path, "ref", save_every=100)
     train(ref_cfg, 2, *common)
     run, cfg = make_run(prepared, tmp_path, "shrink", save_every=100)
-    proc = subprocess.Popen(
-        train_cmd(cfg, 2, *common),
-        env=cli_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_train(cfg, 2, *common)
     kill_when(proc, run, 2, signal.SIGTERM, group=False)
     proc.wait(timeout=120)
     stopped = ckpt.step_of((run / "meta" / "checkpoints" / "latest").read_text().strip())
