@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 import megameta
 from megameta.errors import InputError
+from megameta.fileio import sha256_file, write_atomic
 
 __all__ = [
     "LABELS",
@@ -236,14 +237,6 @@ def _download(source: dict[str, str], downloads: Path) -> Path:
             raise InputError(f"could not fetch {what}: expected {source['file']}, the client wrote {found}")
         os.replace(produced, target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- wiki
@@ -542,18 +535,8 @@ def verify_corpus(out: str | Path) -> None:
         path = out / rel
         if not path.is_file():
             raise InputError(f"{path}: listed in the corpus manifest but missing")
-        if path.stat().st_size != info.get("size") or _sha256(path) != info.get("sha256"):
+        if path.stat().st_size != info.get("size") or sha256_file(path) != info.get("sha256"):
             raise InputError(f"{path}: differs from the corpus manifest (size or sha256)")
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=1)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def fetch_demo_corpus(out: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -601,13 +584,13 @@ def fetch_demo_corpus(out: str | Path, force: bool = False, progress: bool = Tru
             if path.is_file():
                 files[path.relative_to(out).as_posix()] = {
                     "size": path.stat().st_size,
-                    "sha256": _sha256(path),
+                    "sha256": sha256_file(path),
                 }
     manifest = {
         "format": MANIFEST_FORMAT,
         "tool_version": megameta.__version__,
         "sources": {
-            key: {**source, "sha256": _sha256(archives[key]), "size": archives[key].stat().st_size}
+            key: {**source, "sha256": sha256_file(archives[key]), "size": archives[key].stat().st_size}
             for key, source in SOURCES.items()
         },
         "labels": list(LABELS),
@@ -616,7 +599,7 @@ def fetch_demo_corpus(out: str | Path, force: bool = False, progress: bool = Tru
         "counts": {"wiki": wiki_counts, "udhr": udhr_counts},
         "files": files,
     }
-    _write_json_atomic(out / MANIFEST_NAME, manifest)
+    write_atomic(out / MANIFEST_NAME, json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
 
     documents = sum(sum(c[s] for s in SPLITS) for c in wiki_counts.values())
     documents += udhr_counts["train_articles"] + udhr_counts["heldout_articles"]

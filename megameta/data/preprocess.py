@@ -39,7 +39,6 @@ naming the path before any work starts (exit code 2).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -57,6 +56,7 @@ import megameta
 from megameta.data.readers import MAX_JSON_LINE_BYTES, MAX_LINE_BYTES, ReadStats, check_source, iter_documents
 from megameta.data.shards import FORMAT_VERSION, HEADER, MAGIC, MANIFEST, ShardWriter, TokenShard, token_dtype
 from megameta.data.tokenizer import Vocab, check_hf_layout, vocab_hash
+from megameta.fileio import sha256_file, write_atomic
 
 MAX_DOC_CHARS = 200_000
 # A batch (the unit sent to a worker) ends at BATCH_DOCS documents or BATCH_CHARS characters; at
@@ -108,11 +108,7 @@ def file_digest(path: str | Path, prior: dict | None = None) -> dict:
     st = os.stat(path)
     if prior and prior.get("size") == st.st_size and prior.get("mtime_ns") == st.st_mtime_ns:
         return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": prior["sha256"]}
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
 
 
 def _split_long(docs: Iterator[str], stats: ReadStats) -> Iterator[str]:
@@ -169,9 +165,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 class _Tokenizers:
@@ -319,7 +313,7 @@ class _Unit:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.parts_dir / "unit.json", meta)
-        for tmp in self.parts_dir.glob("*.tmp"):
+        for tmp in [*self.parts_dir.glob("*.tmp"), *self.parts_dir.glob(".*.tmp-*")]:  # a killed write
             tmp.unlink()
         n = 0
         while self._part(n).with_suffix(".idx").exists():

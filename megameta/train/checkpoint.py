@@ -17,7 +17,6 @@ not a checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from megameta.errors import InputError
+from megameta.fileio import sha256_file, write_atomic
 
 LATEST = "latest"
 META = "meta.json"
@@ -44,29 +44,12 @@ def step_of(tag: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:
@@ -93,7 +76,7 @@ def finalize(root: Path, tag: str, meta: dict) -> Path:
     stage = staging_dir(root, tag) / tag
     files = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-        files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     write_atomic(stage / META, json.dumps({**meta, "tag": tag, "files": files}, indent=2))
     final = root / tag
     if final.exists():  # a stale copy of the same step (e.g. re-saved after a crash): replace it
@@ -120,7 +103,7 @@ def validate(ckpt: Path, full: bool = True) -> str | None:
             return f"{path} missing"
         if path.stat().st_size != info["size"]:
             return f"{path} has {path.stat().st_size} bytes, expected {info['size']} (truncated?)"
-        if full and _sha256(path) != info["sha256"]:
+        if full and sha256_file(path) != info["sha256"]:
             return f"{path} checksum mismatch (corrupted)"
     return None
 

@@ -29,6 +29,7 @@ from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.data.loader import MLMStream
 from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.fileio import write_atomic
 from megameta.train import checkpoint as ckpt
 from megameta.train.dist import init_distributed
 from megameta.train.ds_config import render_ds_config, uses_offload
@@ -665,7 +666,7 @@ class Trainer:
                 "valid_loss": valid,
                 "init_from": self.init_source,
             }
-            ckpt.write_atomic(self.phase_dir / DONE, json.dumps(done, indent=2))
+            write_atomic(self.phase_dir / DONE, json.dumps(done, indent=2))
             summary = " ".join(f"{k}={v:.3f}" for k, v in valid.items())
             print(
                 f"[train] {self.phase.name} done: {self.step} steps, {self.tokens_seen:,} tokens; valid loss {summary}",
