@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,11 @@ from megameta.train.metrics import MetricLogger
 from megameta.train.schedule import lr_lambda
 
 DONE = "DONE.json"
+
+# DeepSpeed's ZeRO-1/2 call this deprecated torch API once per rank; the warning is not the user's to act on.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated", category=FutureWarning
+)
 
 
 def phase_budget_steps(cfg: RunConfig, phase: PhaseConfig, global_batch: int) -> int:
