@@ -73,7 +73,13 @@ class Vocab:
         import sentencepiece as spm
 
         vocab_hash(tokenizer_dir)  # clear error when missing
-        self.sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / SPM_FILE))
+        path = Path(tokenizer_dir) / SPM_FILE
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as e:
+            raise InputError(
+                f"{path}: not a SentencePiece model ({e}); rebuild it with `megameta tokenizer`"
+            ) from None
         self.mask_token_id = self.sp.get_piece_size() + self.OFFSET
 
     def __len__(self) -> int:

@@ -60,14 +60,27 @@ def test_language_in_config_but_not_on_disk_is_exit_2(run):
     assert f"{run_dir / 'shards' / 'ru' / 'train'}" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_shards_from_another_vocabulary_are_refused(run, tmp_path):
+def test_shards_from_another_vocabulary_are_refused(run, tmp_path, prepared):
+    from megameta.data.tokenizer import SPM_FILE, train_tokenizer
+
     run_dir, _, path = run
-    model = run_dir / "tokenizer" / "sentencepiece.bpe.model"
-    model.write_bytes(model.read_bytes() + b"\0")  # any other vocabulary has another hash
+    other = tmp_path / "other"
+    train_tokenizer({"en": [str(prepared["corpus"] / "wiki" / "en" / "train.jsonl")]}, other, vocab_size=120)
+    shutil.copy(other / SPM_FILE, run_dir / "tokenizer" / SPM_FILE)  # the shards keep the first vocabulary
     proc = megameta("train", "--config", str(path), "--phase", "meta")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "manifest.json: shards were made with vocabulary" in last and "rerun `megameta preprocess`" in last
+
+
+def test_corrupt_sentencepiece_model_is_exit_2_naming_it(run):
+    run_dir, _, path = run
+    model = run_dir / "tokenizer" / "sentencepiece.bpe.model"
+    model.write_bytes(model.read_bytes()[:100])
+    proc = megameta("train", "--config", str(path), "--phase", "meta")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"{model}: not a SentencePiece model" in last and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncated .bin", "truncated .idx", ".idx past the end of .bin"])
