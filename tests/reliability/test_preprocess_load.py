@@ -116,8 +116,17 @@ def _digests(shards: Path) -> dict[str, str]:
     return out
 
 
-def test_1gb_with_2_workers_is_identical_to_1_worker_within_the_memory_bound(tmp_path, prepared):
+@pytest.fixture
+def scratch(tmp_path):
+    """``tmp_path``, removed afterwards: about 3 GB that pytest would otherwise keep for 3 sessions."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_1gb_with_2_workers_is_identical_to_1_worker_within_the_memory_bound(scratch, prepared):
     from megameta.data.tokenizer import train_tokenizer
+
+    tmp_path = scratch
 
     sources = generate(tmp_path / "text")
     size = sum(Path(f).stat().st_size for files in sources.values() for f in files)
