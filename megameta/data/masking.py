@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from megameta.data.sampler import _GOLDEN, hash64
+from megameta.data.sampler import _GOLDEN, hash64, mix64_inplace
 
 IGNORE_INDEX = -100
 _LOW16 = np.uint64(0xFFFF)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 
 
 def _mix32_inplace(h: np.ndarray) -> np.ndarray:
@@ -51,16 +49,6 @@ def _positions32(T: int) -> np.ndarray:
     if T not in _POS32:
         _POS32[T] = np.arange(1, T + 1, dtype=np.uint32) * np.uint32(0x9E3779B9)
     return _POS32[T]
-
-
-def _mix64_inplace(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer, in place on uint64."""
-    h ^= h >> np.uint64(30)
-    h *= _M1
-    h ^= h >> np.uint64(27)
-    h *= _M2
-    h ^= h >> np.uint64(31)
-    return h
 
 
 def mask_tokens(
@@ -108,7 +96,7 @@ def mask_tokens(
     # Only the selected positions need the action and replacement fields: one 64-bit hash each,
     # bits 0-15 the 80/10/10 action, bits 32-63 the replacement.
     r = flat // T
-    hs = _mix64_inplace(row[r, 0] + (flat - r * T + 1).astype(np.uint64) * _GOLDEN)
+    hs = mix64_inplace(row[r, 0] + (flat - r * T + 1).astype(np.uint64) * _GOLDEN)
     action = hs & _LOW16
     inputs = ids_flat.copy()
     to_mask = action < np.uint64(52429)  # 0.8 * 2^16

@@ -28,16 +28,20 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: a bijective avalanche mix of uint64 values (vectorized)."""
-    x = np.asarray(x, dtype=np.uint64).copy()
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= _M1
-        x ^= x >> np.uint64(27)
-        x *= _M2
-        x ^= x >> np.uint64(31)
+def mix64_inplace(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer, in place on a uint64 array: a bijective avalanche mix (vectorized)."""
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
     return x
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """:func:`mix64_inplace` on a uint64 copy of ``x`` (scalars and 0-d arrays too)."""
+    with np.errstate(over="ignore"):
+        return mix64_inplace(np.asarray(x, dtype=np.uint64).copy())
 
 
 def hash64(*keys: int | np.ndarray) -> np.ndarray:
@@ -60,16 +64,6 @@ def _bit_length(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, e, 0).astype(np.int64)
 
 
-def _mix_inplace(x: np.ndarray) -> np.ndarray:
-    # splitmix64 finalizer on a uint64 array in place (array integer ops wrap without warnings)
-    x ^= x >> np.uint64(30)
-    x *= _M1
-    x ^= x >> np.uint64(27)
-    x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
-
-
 def permute(i: np.ndarray, n: int | np.ndarray, key: int | np.ndarray, rounds: int = 4) -> np.ndarray:
     """A keyed pseudo-random bijection of [0, n), applied to ``i`` (Feistel network + cycle walking).
 
@@ -87,7 +81,7 @@ def permute(i: np.ndarray, n: int | np.ndarray, key: int | np.ndarray, rounds: i
     w = np.maximum(_bit_length(n64 - 1), 1).astype(np.uint64)
     wa = (w + np.uint64(1)) // np.uint64(2)  # high part's width
     wb = w - wa  # low part's width (0 when w == 1)
-    keys = [_mix_inplace(key ^ np.uint64((r + 1) * int(_GOLDEN) % (1 << 64))) for r in range(rounds)]
+    keys = [mix64_inplace(key ^ np.uint64((r + 1) * int(_GOLDEN) % (1 << 64))) for r in range(rounds)]
 
     def feistel(x: np.ndarray, sel) -> np.ndarray:
         hi_w, lo_w = wa[sel], wb[sel]
@@ -95,7 +89,7 @@ def permute(i: np.ndarray, n: int | np.ndarray, key: int | np.ndarray, rounds: i
         hi, lo = x >> lo_w, x & lo_mask
         for k in keys:
             # (hi: hi_w bits, lo: lo_w bits) -> (lo, hi ^ F(lo)): the new high part has lo_w bits.
-            f = _mix_inplace(lo ^ k[sel]) & ((np.uint64(1) << hi_w) - np.uint64(1))
+            f = mix64_inplace(lo ^ k[sel]) & ((np.uint64(1) << hi_w) - np.uint64(1))
             hi, lo = lo, hi ^ f
             hi_w, lo_w = lo_w, hi_w
         return (hi << lo_w) | lo
