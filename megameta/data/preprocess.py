@@ -5,7 +5,9 @@ Inside a unit the documents (after long-document splitting) are numbered
 0, 1, 2, ... and cut into *parts* of ``part_docs`` documents. Batches of
 documents are tokenized by ``workers`` processes, at most a few batches in
 flight (memory stays bounded whatever the input size), and results are
-consumed in order, so the output is byte-identical for any worker count.
+consumed in order, so the output is byte-identical for any worker count. Each
+finished part is committed atomically as a small shard
+``<lang>/<split>.parts/NNNNNN.bin/.idx`` (temporary name, then rename).
 
 Tokenizing calls SentencePiece's C++ encoder directly and maps its ids to the
 XLM-R layout of the saved Hugging Face tokenizer (piece i -> i + 1, unknown ->
@@ -14,8 +16,7 @@ the ``tokenizers`` Unigram model (``bench/preprocess.py``) and is what XLM-R's
 own data pipeline (fairseq's ``spm_encode``) ran. Two consequences: text that
 spells a special token (``"<mask>"``) stays text, and on rare Viterbi ties or
 unknown characters the segmentation can differ from the HF tokenizer's (4 of
-the demo corpus's 42,545 documents). Each finished part is committed atomically as a small shard
-``<lang>/<split>.parts/NNNNNN.bin/.idx`` (temporary name, then rename).
+the demo corpus's 42,545 documents).
 
 Resume: a rerun reads the inputs again (reading is cheap next to tokenizing)
 but skips the documents of committed parts without tokenizing them, then

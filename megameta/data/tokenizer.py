@@ -40,19 +40,24 @@ def smoothed_probs(counts: dict[str, int], alpha: float) -> dict[str, float]:
     return dict(zip(langs, q.tolist(), strict=True))
 
 
-def vocab_hash(tokenizer_dir: str | Path) -> str:
-    """sha256 of the SentencePiece model: shards record it, training refuses a mismatch."""
+def spm_path(tokenizer_dir: str | Path) -> Path:
+    """The dir's SentencePiece model; a clear error when it is missing."""
     path = Path(tokenizer_dir) / SPM_FILE
     if not path.exists():
         raise InputError(f"tokenizer not found: {path} (run `megameta tokenizer` first)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return path
+
+
+def vocab_hash(tokenizer_dir: str | Path) -> str:
+    """sha256 of the SentencePiece model: shards record it, training refuses a mismatch."""
+    return hashlib.sha256(spm_path(tokenizer_dir).read_bytes()).hexdigest()
 
 
 def load_tokenizer(tokenizer_dir: str | Path):
     """The HF tokenizer saved by :func:`train_tokenizer`."""
     from transformers import AutoTokenizer
 
-    vocab_hash(tokenizer_dir)  # clear error when missing
+    spm_path(tokenizer_dir)  # clear error when missing
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
@@ -72,8 +77,7 @@ class Vocab:
     def __init__(self, tokenizer_dir: str | Path):
         import sentencepiece as spm
 
-        vocab_hash(tokenizer_dir)  # clear error when missing
-        path = Path(tokenizer_dir) / SPM_FILE
+        path = spm_path(tokenizer_dir)
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(path))
         except (RuntimeError, OSError) as e:
