@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from megameta.train.dist import free_port  # noqa: E402
 
 RUN = REPO / "runs" / "bench_convert"
 PHASE = "meta"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, world: int, port: int, vocab: int) -> None:
@@ -108,7 +102,7 @@ def ensure_checkpoint(vocab: int) -> Path:
     import torch.multiprocessing as mp
 
     t = time.time()
-    mp.start_processes(_rank, args=(2, _free_port(), vocab), nprocs=2, start_method="spawn")
+    mp.start_processes(_rank, args=(2, free_port(), vocab), nprocs=2, start_method="spawn")
     print(f"  done in {time.time() - t:.0f}s", flush=True)
     return root / ckpt.find_valid(root, full=False)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from megameta.train.dist import free_port  # noqa: E402
 
 #: dense bf16 peak TFLOP/s (no sparsity), matched as a substring of torch.cuda.get_device_name()
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
@@ -37,12 +37,6 @@ def _peak(name: str, override: float | None) -> float | None:
     if override:
         return override
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int) -> float:
@@ -94,7 +88,7 @@ def main() -> int:
         return 0
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     from transformers import XLMRobertaForMaskedLM
 
     from megameta.model import ModelConfig, XLMRForMaskedLM, flops_per_token, to_hf_config

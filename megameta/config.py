@@ -14,7 +14,8 @@ from pathlib import Path
 from megameta.configtools import apply_overrides, from_dict, load_yaml, to_dict
 from megameta.errors import ConfigError
 from megameta.evaluate.config import EvalConfig
-from megameta.model import ModelConfig
+from megameta.layout import RunLayout
+from megameta.model.config import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -335,20 +336,24 @@ class RunConfig:
                     )
                 seen.append(phase.name)
 
-    # ---- derived paths (one place, so every verb agrees) ----
+    # ---- derived paths: megameta.layout names them all ----
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout.of(self.run_dir)
+
     @property
     def tokenizer_dir(self) -> Path:
-        return Path(self.run_dir) / "tokenizer"
+        return self.layout.tokenizer
 
     @property
     def shard_dir(self) -> Path:
-        return Path(self.run_dir) / "shards"
+        return self.layout.shards
 
     def phase_dir(self, name: str) -> Path:
-        return Path(self.run_dir) / name
+        return self.layout.phase(name).dir
 
     def hf_dir(self, name: str) -> Path:
-        return Path(self.run_dir) / name / "hf"
+        return self.layout.phase(name).hf
 
     def source_path(self, path: str) -> Path:
         p = Path(os.path.expanduser(path))

@@ -41,6 +41,7 @@ import torch
 from megameta.configtools import from_dict
 from megameta.errors import InputError, MegaMetaError
 from megameta.model import ModelConfig, XLMRForMaskedLM, from_hf_config, to_hf_config
+from megameta.model.hf_adapter import hf_weight_files, is_hf_dir
 from megameta.train import checkpoint as ckpt
 
 VERIFY_TOL = 1e-4
@@ -394,25 +395,9 @@ def _write_weights(reader: CheckpointReader, out_dir: Path, dtype: torch.dtype, 
 
 
 # ------------------------------------------------------------------ reading HF dirs
-def _hf_weight_files(hf_dir: Path) -> list[Path] | None:
-    index = hf_dir / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [hf_dir / f for f in files]
-    if (hf_dir / "model.safetensors").exists():
-        return [hf_dir / "model.safetensors"]
-    return None
-
-
-def is_hf_dir(path: Path) -> bool:
-    return (path / "config.json").exists() and (
-        _hf_weight_files(path) is not None or (path / "pytorch_model.bin").exists()
-    )
-
-
 def _read_hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
     """All tensors of an HF dir in their stored dtype (tied aliases not added)."""
-    files = _hf_weight_files(hf_dir)
+    files = hf_weight_files(hf_dir)
     if files is None:
         return dict(torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True))
     from safetensors.torch import load_file

@@ -20,6 +20,7 @@ import yaml
 
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.errors import EXIT_BAD_INPUT, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.train.dist import free_port
 from megameta.train.trainer import DONE
 
 
@@ -137,14 +138,6 @@ def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> 
     return [sys.executable, "-m", "megameta.cli", *args]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_phase(cfg: RunConfig, config_path: Path, phase: PhaseConfig) -> None:
     phase_dir = cfg.phase_dir(phase.name)
     if (phase_dir / DONE).exists():
@@ -156,7 +149,7 @@ def run_phase(cfg: RunConfig, config_path: Path, phase: PhaseConfig) -> None:
             raise InputError(
                 f"phase {phase.name}: init_from phase '{phase.init_from}' has not finished ({ref_dir / DONE} missing)"
             )
-    cmd = launch_command(cfg, config_path, phase.name, _free_port())
+    cmd = launch_command(cfg, config_path, phase.name, free_port())
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(cfg.launch.omp_threads))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import yaml
 
 from megameta.convert import load_weights, state_dict_digest
 from megameta.data.corpus import LABELS
+from megameta.train.dist import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,12 +183,6 @@ def megameta(
         env=env or cli_env(),
         cwd=cwd or REPO,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- launching training runs (engine and reliability tests) ----

@@ -15,6 +15,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
+from megameta.data.masking import IGNORE_INDEX
 from megameta.errors import InputError
 from megameta.evaluate.common import (
     batches,
@@ -86,7 +87,7 @@ def eval_mask(
     counts = torch.minimum(counts, maskable.sum(1))
     ranks = scores.argsort(dim=1).argsort(dim=1)
     selected = (ranks < counts.unsqueeze(1)) & maskable
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     masked = torch.where(selected, torch.full_like(input_ids, mask_id), input_ids)
     return masked, labels
 
@@ -98,7 +99,7 @@ def masked_lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     The LM head runs on masked positions only when the model exposes ``lm_head`` (XLM-R does): full
     logits would be [B, L, V] floats, 2 GB for XLM-R's 250k vocabulary at batch 16 x 128.
     """
-    where = labels != -100
+    where = labels != IGNORE_INDEX
     n = int(where.sum())
     if n == 0:
         return 0.0, 0

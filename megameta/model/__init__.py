@@ -1,17 +1,27 @@
-"""XLM-R-compatible masked language model with Hugging Face parameter names."""
+"""XLM-R-compatible masked language model with Hugging Face parameter names.
 
-from megameta.model.config import PRESETS, ModelConfig
-from megameta.model.encoder import MaskedLMOutput, XLMRForMaskedLM, flops_per_token
-from megameta.model.hf_adapter import from_hf_config, from_hf_model, to_hf_config, to_hf_model
+Names resolve lazily (PEP 562): loading a run config imports ``model.config`` only, not torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "MaskedLMOutput",
-    "ModelConfig",
-    "XLMRForMaskedLM",
-    "flops_per_token",
-    "from_hf_config",
-    "from_hf_model",
-    "to_hf_config",
-    "to_hf_model",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "PRESETS": "config",
+    "ModelConfig": "config",
+    "MaskedLMOutput": "encoder",
+    "XLMRForMaskedLM": "encoder",
+    "flops_per_token": "encoder",
+    "meta_model": "encoder",
+    "from_hf_config": "hf_adapter",
+    "from_hf_model": "hf_adapter",
+    "to_hf_config": "hf_adapter",
+    "to_hf_model": "hf_adapter",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'megameta.model' has no attribute {name!r}")
+    return getattr(import_module(f"megameta.model.{_EXPORTS[name]}"), name)

@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from megameta.data.masking import IGNORE_INDEX
 from megameta.errors import ConfigError
 from megameta.kernels import layer_norm_class
 from megameta.model.config import ModelConfig
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -325,3 +324,20 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, mask_fraction: float = 0.15)
     layers, h, f, v = c.num_layers, c.hidden_size, c.intermediate_size, c.vocab_size
     encoder = 6 * layers * (4 * h * h + 2 * h * f) + 12 * layers * h * seq_len
     return float(encoder + 6 * mask_fraction * (h * h + h * v))
+
+
+def meta_model(cfg: ModelConfig) -> XLMRForMaskedLM:
+    """The model on the meta device: shapes and parameter counts without memory or init time.
+
+    Random init is skipped (pointless on meta tensors, and ``trunc_normal_`` & co. import
+    ``torch._dynamo``, seconds); ``compile`` is switched off for the same reason.
+    """
+    import dataclasses
+    from unittest import mock
+
+    def skip(tensor, *args, **kwargs):
+        return tensor
+
+    inits = ("normal_", "uniform_", "zeros_", "ones_", "kaiming_uniform_", "trunc_normal_")
+    with torch.device("meta"), mock.patch.multiple(torch.nn.init, **dict.fromkeys(inits, skip)):
+        return XLMRForMaskedLM(dataclasses.replace(cfg, compile=False))

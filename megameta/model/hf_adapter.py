@@ -7,6 +7,8 @@ because importing it costs seconds that training start-up does not need.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from megameta.errors import ConfigError
@@ -91,3 +93,21 @@ def from_hf_model(hf_model: XLMRobertaForMaskedLM, **overrides: object) -> XLMRF
     model = XLMRForMaskedLM(cfg)
     model.load_state_dict(hf_model.state_dict(), strict=True)
     return model
+
+
+def hf_weight_files(hf_dir: Path) -> list[Path] | None:
+    """The safetensors files of an HF model dir (sharded or not); None when it has none."""
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [hf_dir / f for f in files]
+    if (hf_dir / "model.safetensors").exists():
+        return [hf_dir / "model.safetensors"]
+    return None
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A Hugging Face model dir: config.json plus weights (safetensors or pytorch_model.bin)."""
+    return (path / "config.json").exists() and (
+        hf_weight_files(path) is not None or (path / "pytorch_model.bin").exists()
+    )

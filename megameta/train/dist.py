@@ -64,7 +64,7 @@ def init_distributed(timeout_s: int) -> tuple[int, int, int]:
     if single:  # plain `python -m megameta.cli train`: a world of one
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     if not dist.is_initialized():
         deepspeed.init_distributed(
             auto_mpi_discovery=True, timeout=datetime.timedelta(seconds=timeout_s), verbose=False
@@ -98,7 +98,8 @@ def _unlink_shm_workspace() -> None:
         pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this host right now (for MASTER_PORT on one node)."""
     import socket
 
     with socket.socket() as s:

@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from megameta.train.dist import free_port
+
 PACKAGES = {  # binary -> Debian package
     "slurmctld": "slurmctld",
     "slurmd": "slurmd",
@@ -71,12 +73,6 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
 class ClusterUnavailable(RuntimeError):
     """This machine cannot run the daemons (not root, packages not installable)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_packages() -> None:
@@ -131,8 +127,8 @@ class SlurmCluster:
                 host=self.host,
                 root=self.root,
                 cpus=self.cpus,
-                ctld_port=_free_port(),
-                slurmd_port=_free_port(),
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
                 munge_socket=self.munge_socket,
             )
         )
