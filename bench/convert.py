@@ -46,7 +46,7 @@ def _rank(rank: int, world: int, port: int, vocab: int) -> None:
     from megameta.config import dump_config
     from megameta.model import ModelConfig, XLMRForMaskedLM
     from megameta.train import checkpoint as ckpt
-    from megameta.train.trainer import param_groups
+    from megameta.train.optim import param_groups
 
     deepspeed.init_distributed(dist_backend="gloo")
     torch.manual_seed(0)

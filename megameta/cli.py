@@ -11,8 +11,9 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
-from megameta.errors import EXIT_BAD_INPUT, EXIT_FAILURE, MegaMetaError
+from megameta.errors import EXIT_BAD_INPUT, EXIT_FAILURE, InputError, MegaMetaError
 
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except MegaMetaError as e:
+        if e.__cause__ is not None and not isinstance(e, InputError):
+            # A runtime failure reported for the user (a collective that failed): keep what caused it.
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"megameta {args.verb}: error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ keys, wrong types and out-of-range values fail with the field's full path.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,15 @@ from pathlib import Path
 from megameta.configtools import apply_overrides, from_dict, load_yaml, to_dict
 from megameta.errors import ConfigError
 from megameta.evaluate.config import EvalConfig
+from megameta.launch import LAUNCHERS as LAUNCHER_REGISTRY
 from megameta.layout import RunLayout
 from megameta.model.config import ModelConfig
+from megameta.train.schedule import SCHEDULES as SCHEDULE_REGISTRY
 
+# The choices come from the registries that act on them, so a new entry there is valid here too.
 PRECISIONS = ("fp32", "bf16", "fp16")
-SCHEDULES = ("linear", "cosine", "constant")
-LAUNCHERS = ("deepspeed", "torchrun", "mpirun", "none")
+SCHEDULES = tuple(SCHEDULE_REGISTRY)
+LAUNCHERS = tuple(LAUNCHER_REGISTRY)
 
 
 def _check(cond: bool, path: str, msg: str) -> None:
@@ -336,6 +340,30 @@ class RunConfig:
                     )
                 seen.append(phase.name)
 
+    def resolve_phase(self, name: str) -> ResolvedPhase:
+        """Phase ``name`` with every per-phase default filled in from ``data`` and ``optim``, once."""
+        phase = self.phase(name)
+        init = None
+        if phase.init_from:
+            # One rule, checked at load by validate(): a path-like reference is a path, anything else
+            # names an earlier phase of the same recipe.
+            if _looks_like_path(phase.init_from):
+                init = InitFrom(Path(os.path.expanduser(phase.init_from)), None)
+            else:
+                init = InitFrom(self.phase_dir(phase.init_from), phase.init_from)
+        return ResolvedPhase(
+            name=phase.name,
+            langs=list(phase.langs),
+            steps=phase.steps,
+            tokens=phase.tokens,
+            alpha=phase.alpha if phase.alpha is not None else self.data.alpha,
+            alpha_end=phase.alpha_end,
+            lr=phase.lr if phase.lr is not None else self.optim.lr,
+            warmup_steps=phase.warmup_steps if phase.warmup_steps is not None else self.optim.warmup_steps,
+            init_from=init,
+            seq_len=self.data.max_seq_len,
+        )
+
     # ---- derived paths: megameta.layout names them all ----
     @property
     def layout(self) -> RunLayout:
@@ -359,12 +387,52 @@ class RunConfig:
         p = Path(os.path.expanduser(path))
         return p if p.is_absolute() else Path(self.corpus.dir) / p
 
+    def phase_path(self, name: str) -> str:
+        """The dotted config path of phase ``name`` (``phases[1]``, ``baseline[0]``), for messages."""
+        for group in ("phases", "baseline"):
+            for i, phase in enumerate(getattr(self, group)):
+                if phase.name == name:
+                    return f"{group}[{i}]"
+        return self.phase(name).name  # raises ConfigError naming the phases
+
     def phase(self, name: str) -> PhaseConfig:
         for phase in self.phases + self.baseline:
             if phase.name == name:
                 return phase
         names = ", ".join(p.name for p in self.phases + self.baseline) or "none"
         raise ConfigError(f"phase {name!r} is not in the config (phases: {names})")
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    """Where a phase's initial weights come from: an earlier phase's dir (``phase`` set) or a path."""
+
+    path: Path
+    """A phase dir, a checkpoint (dir) or a Hugging Face model dir."""
+    phase: str | None
+    """The earlier phase's name, when the reference named one."""
+
+
+@dataclass(frozen=True)
+class ResolvedPhase:
+    """A phase with its defaults resolved (``RunConfig.resolve_phase``): what the trainer runs."""
+
+    name: str
+    langs: list[str]
+    steps: int
+    tokens: int
+    alpha: float
+    alpha_end: float | None
+    lr: float
+    warmup_steps: int
+    init_from: InitFrom | None
+    seq_len: int
+
+    def total_steps(self, global_batch: int) -> int:
+        """Optimizer steps of the phase: ``steps``, else the token budget in whole steps."""
+        if self.steps:
+            return self.steps
+        return max(1, math.ceil(self.tokens / (global_batch * self.seq_len)))
 
 
 def _looks_like_path(ref: str) -> bool:

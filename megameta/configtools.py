@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -17,6 +18,9 @@ from typing import Any, TypeVar
 import yaml
 
 from megameta.errors import ConfigError
+
+#: A number in scientific notation, which YAML 1.1 leaves a string when it has no dot (3e-4, 1e6).
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 T = TypeVar("T")
 
@@ -68,6 +72,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {value!r}")
         return value
+    if tp in (int, float) and isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        # YAML 1.1 reads 3e-4 and 1e6 (no dot) as strings; they are what users write for lrs and budgets.
+        value = float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             # Accept 1e6-style floats that are whole numbers: YAML users write token budgets that way.

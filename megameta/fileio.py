@@ -25,3 +25,16 @@ def write_atomic(path: str | Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def truncate_jsonl_after(path: str | Path, step: int) -> None:
+    """Drop the rows of a JSON-lines log whose ``step`` is past ``step`` (replayed after a resume)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return
+    rows = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
+    path.write_text("".join(row + "\n" for row in rows))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +19,9 @@ import yaml
 
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.errors import EXIT_BAD_INPUT, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.launch import launch_command
+from megameta.layout import PhaseLayout
 from megameta.train.dist import free_port
-from megameta.train.trainer import DONE
 
 
 def say(msg: str) -> None:
@@ -95,70 +95,27 @@ def ensure_shards(cfg: RunConfig) -> dict:
     return manifest
 
 
-def _tool(name: str) -> str:
-    """A launcher script from this interpreter's environment (the venv need not be activated)."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise InputError(f"launch.launcher: '{name}' not found next to {sys.executable} or on PATH")
-    return found
-
-
-def launch_command(cfg: RunConfig, config_path: Path, phase: str, port: int) -> list[str]:
-    """The command line that trains ``phase`` with the configured launcher."""
-    n = cfg.launch.nproc
-    args = ["train", "--config", str(config_path), "--phase", phase]
-    if cfg.launch.launcher == "deepspeed":
-        return [
-            _tool("deepspeed"),
-            "--num_gpus",
-            str(n),
-            "--master_port",
-            str(port),
-            "--module",
-            "megameta.cli",
-            *args,
-        ]
-    if cfg.launch.launcher == "torchrun":
-        return [
-            _tool("torchrun"),
-            "--nproc_per_node",
-            str(n),
-            "--master_port",
-            str(port),
-            "-m",
-            "megameta.cli",
-            *args,
-        ]
-    if cfg.launch.launcher == "mpirun":
-        return [_tool("mpirun"), "-np", str(n), "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
-                "-x", f"MASTER_PORT={port}", sys.executable, "-m", "megameta.cli", *args]  # fmt: skip
-    return [sys.executable, "-m", "megameta.cli", *args]
-
-
 def run_phase(cfg: RunConfig, config_path: Path, phase: PhaseConfig) -> None:
-    phase_dir = cfg.phase_dir(phase.name)
-    if (phase_dir / DONE).exists():
+    layout = cfg.layout.phase(phase.name)
+    if layout.done.exists():
         say(f"phase {phase.name}: complete, skipped")
         return
-    if phase.init_from and not Path(phase.init_from).exists():
-        ref_dir = cfg.phase_dir(phase.init_from)
-        if not (ref_dir / DONE).exists():
-            raise InputError(
-                f"phase {phase.name}: init_from phase '{phase.init_from}' has not finished ({ref_dir / DONE} missing)"
-            )
-    cmd = launch_command(cfg, config_path, phase.name, free_port())
+    init = cfg.resolve_phase(phase.name).init_from
+    if init is not None and init.phase is not None and not cfg.layout.phase(init.phase).done.exists():
+        raise InputError(
+            f"phase {phase.name}: init_from phase '{init.phase}' has not finished "
+            f"({cfg.layout.phase(init.phase).done} missing)"
+        )
+    cmd = launch_command(cfg.launch.launcher, cfg.launch.nproc, config_path, phase.name, free_port())
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(cfg.launch.omp_threads))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     say(f"phase {phase.name}: {' '.join(cmd)}")
-    phase_dir.mkdir(parents=True, exist_ok=True)
+    layout.dir.mkdir(parents=True, exist_ok=True)
     code = subprocess.call(cmd, env=env)
     if code == EXIT_REQUEUE:
         raise _Requeue(f"phase {phase.name} stopped on a signal after checkpointing; rerun to resume")
-    if code != 0 or not (phase_dir / DONE).exists():
+    if code != 0 or not layout.done.exists():
         raise MegaMetaError(
             f"phase {phase.name} failed (exit code {code}); see the log above. Rerun to resume from its last checkpoint."
         )
@@ -168,16 +125,25 @@ class _Requeue(MegaMetaError):
     exit_code = EXIT_REQUEUE
 
 
+def converted_is_current(layout: PhaseLayout) -> bool:
+    """The phase's HF dir was converted from the checkpoint its DONE.json names."""
+    from megameta.convert import PROVENANCE
+
+    prov = layout.hf / PROVENANCE
+    if not (prov.exists() and layout.done.exists()):
+        return False
+    return json.loads(prov.read_text()).get("tag") == json.loads(layout.done.read_text())["tag"]
+
+
 def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
     from megameta.convert import convert
 
-    done = json.loads((cfg.phase_dir(phase.name) / DONE).read_text())
-    out = cfg.hf_dir(phase.name)
-    prov = out / "megameta_provenance.json"
-    if prov.exists() and json.loads(prov.read_text()).get("tag") == done["tag"]:
+    layout = cfg.layout.phase(phase.name)
+    out = layout.hf
+    if converted_is_current(layout):
         say(f"convert {phase.name}: {out} up to date, skipped")
         return out
-    info = convert(cfg.phase_dir(phase.name), out, tag=done["tag"])
+    info = convert(layout.dir, out, tag=json.loads(layout.done.read_text())["tag"])
     say(
         f"convert {phase.name}: {out} (verified, max |logit diff| {info.get('verify_max_abs_diff', float('nan')):.1e})"
     )
@@ -187,8 +153,8 @@ def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
 def ensure_evaluated(cfg: RunConfig, phase: PhaseConfig, model_dir: Path) -> dict:
     from megameta.evaluate.report import run_evaluation
 
-    out = cfg.phase_dir(phase.name) / "eval"
-    report_path = out / "report.json"
+    out = cfg.layout.phase(phase.name).eval
+    report_path = cfg.layout.phase(phase.name).report
     if report_path.exists():
         say(f"evaluate {phase.name}: {report_path} exists, skipped")
         return json.loads(report_path.read_text())
@@ -197,9 +163,9 @@ def ensure_evaluated(cfg: RunConfig, phase: PhaseConfig, model_dir: Path) -> dic
 
 def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
     start = time.time()
-    run_dir = Path(cfg.run_dir)
+    run_dir = cfg.layout.root
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "pipeline_config.yaml"
+    config_path = cfg.layout.pipeline_config
     config_path.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
     ensure_corpus(cfg)
     ensure_tokenizer(cfg)
@@ -221,7 +187,7 @@ def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
         from megameta.evaluate.report import compare_reports
 
         comparison = compare_reports(
-            {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(run_dir / "comparison")
+            {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(cfg.layout.comparison)
         )
     _print_summary(cfg, groups, reports, comparison, time.time() - start)
     return 0
@@ -232,29 +198,28 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
     say(f"done in {seconds / 60:.1f} min")
     for group, phases in groups.items():
         for phase in phases:
-            done = json.loads((cfg.phase_dir(phase.name) / DONE).read_text())
+            done = json.loads(cfg.layout.phase(phase.name).done.read_text())
             losses = ", ".join(f"{k} {v:.3f}" for k, v in done.get("valid_loss", {}).items())
             print(
                 f"  phase {phase.name:<10} {done['step']} steps, {done['tokens']:,} tokens; valid loss: {losses}"
             )
-            trend = loss_trend(cfg.phase_dir(phase.name))
+            trend = loss_trend(cfg.layout.phase(phase.name).train_log)
             if trend:
                 falling = all(last < first for first, last in trend.values())
                 shown = ", ".join(f"{k} {a:.2f}->{b:.2f}" for k, (a, b) in trend.items())
                 verdict = "all falling" if falling else "NOT all falling"
                 print(f"    train loss, first -> last log window: {shown} [{verdict}]")
         final = phases[-1]
-        print(f"  model ({group}):  {cfg.hf_dir(final.name)}")
-        print(f"  report ({group}):  {cfg.phase_dir(final.name) / 'eval' / 'report.md'}")
+        print(f"  model ({group}):  {cfg.layout.phase(final.name).hf}")
+        print(f"  report ({group}):  {cfg.layout.phase(final.name).eval / 'report.md'}")
         print(f"  key numbers: {_key_numbers(reports[group])}")
     print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")
     if comparison is not None:
-        print(f"  comparison:     {Path(cfg.run_dir) / 'comparison' / 'comparison.md'}")
+        print(f"  comparison:     {cfg.layout.comparison / 'comparison.md'}")
 
 
-def loss_trend(phase_dir: Path) -> dict[str, tuple[float, float]]:
-    """Per-language training loss in the first and last logged windows of a phase."""
-    path = phase_dir / "train_log.jsonl"
+def loss_trend(path: Path) -> dict[str, tuple[float, float]]:
+    """Per-language training loss in the first and last logged windows of a phase's train log."""
     if not path.exists():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

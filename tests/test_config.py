@@ -90,3 +90,38 @@ def test_cli_bad_config_is_exit_2_with_one_line_and_no_traceback(tmp_path):
     )
     proc = megameta("train", "--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "config file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resolve_phase_fills_in_defaults_once():
+    cfg = load_config(
+        DEMO, ["optim.lr=3e-4", "optim.warmup_steps=7", "data.alpha=0.5", "phases[1].alpha=0.3"]
+    )
+    meta, xling = cfg.resolve_phase("meta"), cfg.resolve_phase("xlingual")
+    assert (meta.lr, meta.warmup_steps, meta.alpha, meta.alpha_end) == (3e-4, 7, 0.5, None)
+    assert xling.alpha == 0.3
+    assert meta.init_from is None
+    assert xling.init_from.phase == "meta" and xling.init_from.path == cfg.phase_dir("meta")
+    assert cfg.phase_path("xlingual") == "phases[1]" and cfg.phase_path("baseline") == "baseline[0]"
+
+
+def test_init_from_a_path_is_a_path(tmp_path):
+    cfg = load_config(DEMO, [f"phases[0].init_from={tmp_path}"])
+    init = cfg.resolve_phase("meta").init_from
+    assert init.phase is None and init.path == tmp_path
+
+
+def test_token_budget_becomes_whole_steps():
+    cfg = load_config(DEMO, ["phases[0].steps=0", "phases[0].tokens=1000000", "data.max_seq_len=128"])
+    assert cfg.resolve_phase("meta").total_steps(global_batch=32) == 245  # ceil(1e6 / (32 * 128))
+
+
+def test_loading_a_config_imports_neither_torch_nor_the_downloader():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, megameta.config as c; c.load_config('configs/demo/pipeline.yaml'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tqdm', 'transformers', 'deepspeed')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -112,6 +112,18 @@ def language_probs(counts: np.ndarray, alpha: float) -> np.ndarray:
     return q / q.sum()
 
 
+def alpha_schedule(alpha: float, alpha_end: float | None, total_samples: int) -> Callable[[int], float]:
+    """Alpha as a function of the global sample index: ``alpha`` annealed linearly to ``alpha_end``
+    over ``total_samples`` (constant when ``alpha_end`` is None), then held."""
+    end = alpha if alpha_end is None else alpha_end
+    span = max(1, total_samples)
+
+    def alpha_at(sample: int) -> float:
+        return alpha + (end - alpha) * min(1.0, sample / span)
+
+    return alpha_at
+
+
 class LanguageSampler:
     """Maps global sample indices to (language, chunk, epoch), deterministically.
 

@@ -105,3 +105,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def accelerator_device(local_rank: int):
+    """(this rank's torch device, DeepSpeed's accelerator): the GPU of ``local_rank``, or the CPU."""
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    if acc.device_name() == "cpu":
+        return torch.device("cpu"), acc
+    device = torch.device(acc.device_name(local_rank))
+    torch.cuda.set_device(device)
+    return device, acc
+
+
+def all_reduce_host(device, tensor):
+    """Sum a small host tensor over ranks through ``device`` (NCCL reduces device tensors only; gloo
+    takes host ones); returns the sum on the host."""
+    import torch.distributed as dist
+
+    on_device = tensor.to(device)
+    dist.all_reduce(on_device)
+    return on_device.cpu()

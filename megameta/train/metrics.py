@@ -7,7 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from megameta.fileio import truncate_jsonl_after
+from megameta.layout import PhaseLayout
 
 
 def _fmt_count(n: float) -> str:
@@ -39,16 +43,42 @@ def peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+class StepWindow:
+    """This rank's per-language MLM loss sums and token count over the steps of one log window."""
+
+    def __init__(self, n_langs: int):
+        self.loss_sum = torch.zeros(n_langs, dtype=torch.float64)
+        self.loss_cnt = torch.zeros(n_langs, dtype=torch.float64)
+        self.tokens = self.steps = 0
+
+    def add(self, langs: torch.Tensor, token_losses: torch.Tensor, tokens: int) -> None:
+        """One micro-batch: ``langs`` and ``token_losses`` per masked token, ``tokens`` non-padding tokens."""
+        self.loss_sum.index_add_(0, langs, token_losses.detach().double().cpu())
+        self.loss_cnt.index_add_(0, langs, torch.ones_like(langs, dtype=torch.float64))
+        self.tokens += tokens
+
+    def merge(self, other: StepWindow) -> None:
+        self.loss_sum += other.loss_sum
+        self.loss_cnt += other.loss_cnt
+        self.tokens += other.tokens
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.loss_cnt.zero_()
+        self.tokens = self.steps = 0
+
+
 class MetricLogger:
     """Writes scalars on rank 0 only; every method is a no-op elsewhere."""
 
-    def __init__(self, phase_dir: Path, is_main: bool, tensorboard: bool, total_steps: int):
+    def __init__(self, layout: PhaseLayout, is_main: bool, tensorboard: bool, total_steps: int):
         self.is_main = is_main
-        self.log_path = phase_dir / "train_log.jsonl"
+        self.log_path = layout.train_log
         self.total_steps = total_steps
         self.start = time.time()
         self.writer = None
-        self.tb_dir = phase_dir / "tensorboard" if is_main and tensorboard else None
+        self.tb_dir = layout.tensorboard if is_main and tensorboard else None
         self.purge_step: int | None = None
         self.bar = None
         if is_main and sys.stderr.isatty():
@@ -66,9 +96,12 @@ class MetricLogger:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
 
-    def system_scalars(
-        self, device: torch.device, tokens_per_s: float, model_cfg, seq_len: int, world: int
-    ) -> dict[str, float]:
+    def describe_system(self, device: torch.device, model_cfg, seq_len: int, world: int) -> None:
+        """What throughput is measured against: the device, the model's FLOPs per token, the world size."""
+        self.system = (device, model_cfg, seq_len, world)
+
+    def system_scalars(self, tokens_per_s: float) -> dict[str, float]:
+        device, model_cfg, seq_len, world = self.system
         out = {}
         if device.type == "cuda":
             out["system/memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -104,6 +137,41 @@ class MetricLogger:
         else:
             print(line, flush=True)
 
+    def start_window(self) -> None:
+        self.window_start = time.time()
+
+    def log_window(
+        self,
+        step: int,
+        langs: list[str],
+        sums: torch.Tensor,
+        tokens: int,
+        samples: int,
+        scalars: dict,
+        row: dict,
+    ) -> None:
+        """Close a log window: ``sums`` is [2, langs] (loss sums, counts) over all ranks, ``tokens`` and
+        ``samples`` the window's totals over all ranks; ``scalars`` and ``row`` carry the trainer's own values
+        (lr, data shares, grad norm; step, samples and tokens seen) for TensorBoard and the train log."""
+        now = time.time()
+        dt = max(now - self.window_start, 1e-9)
+        self.window_start = now
+        lang_losses = {
+            lang: (sums[0, i] / sums[1, i]).item() for i, lang in enumerate(langs) if sums[1, i] > 0
+        }
+        loss = (sums[0].sum() / sums[1].sum().clamp(min=1)).item()
+        scalars = {
+            "train/loss": loss,
+            "train/tokens_per_s": tokens / dt,
+            "train/samples_per_s": samples / dt,
+            **scalars,
+        }
+        scalars.update({f"train/loss_{k}": v for k, v in lang_losses.items()})
+        scalars.update(self.system_scalars(tokens / dt))
+        self.scalars(scalars, step)
+        self.console(step, row["tokens_seen"], loss, scalars["train/lr"], tokens / dt, lang_losses)
+        self.record({**row, "loss": loss, "lr": scalars["train/lr"], "lang_loss": lang_losses})
+
     def record(self, row: dict) -> None:
         """Append one JSON line to ``train_log.jsonl`` (the exact loss trajectory, for tests and tools)."""
         if self.is_main:
@@ -113,14 +181,8 @@ class MetricLogger:
     def truncate_after(self, step: int) -> None:
         """Drop log rows newer than ``step`` (written by a run that died before its next checkpoint)."""
         self.purge_step = step + 1
-        if not self.is_main or not self.log_path.exists():
-            return
-        rows = [
-            line
-            for line in self.log_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step
-        ]
-        self.log_path.write_text("".join(row + "\n" for row in rows))
+        if self.is_main:
+            truncate_jsonl_after(self.log_path, step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -128,3 +190,24 @@ class MetricLogger:
             self.writer.close()
         if self.bar is not None:
             self.bar.close()
+
+
+def append_sample_log(path: Path, step: int, indices: np.ndarray, sampler) -> None:
+    """Audit log (``train.log_samples``): one JSON line per sample this rank trains on in ``step``."""
+    lang, chunk, epoch = sampler.lookup(indices)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for row in zip(indices.tolist(), lang.tolist(), chunk.tolist(), epoch.tolist(), strict=True):
+            fields = dict(zip(("sample", "lang", "chunk", "epoch"), row, strict=True))
+            f.write(json.dumps({"step": step, **fields}) + "\n")
+
+
+def engine_scalars(engine, precision: str) -> dict[str, float]:
+    """The DeepSpeed engine's own health numbers: global gradient norm, and the fp16 loss scale."""
+    out = {}
+    if (grad_norm := engine.get_global_grad_norm()) is not None:
+        out["train/grad_norm"] = float(grad_norm)
+    scale = getattr(engine.optimizer, "cur_scale", None) or getattr(engine.optimizer, "loss_scale", None)
+    if isinstance(scale, (int, float)) and precision == "fp16":
+        out["train/loss_scale"] = float(scale)
+    return out

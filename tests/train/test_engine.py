@@ -104,6 +104,23 @@ def test_zero3_resume_on_other_world_size_is_refused_clearly(prepared, tmp_path)
     assert "resuming ZeRO-3 on 1 ranks (saved on 2) is not supported" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("data.seed=99", "data.seed"),
+        ("phases[0].alpha=0.7", "phases[0].alpha"),
+        ("data.max_seq_len=64", "data.max_seq_len"),
+    ],
+)
+def test_resume_on_another_sample_stream_is_refused_naming_the_field(zero_runs, override, field):
+    """A finished 2-rank run resumed in one process with a changed stream setting: exit 2, field named."""
+    config = zero_runs["root"] / "zero0.yaml"
+    proc = train(config, 1, "train.deepspeed_config=ds_configs/zero0.json", *NO_DROPOUT, override,
+                 launcher="none", check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {field}: " in proc.stderr and "different sample stream" in proc.stderr
+
+
 def test_conflicting_batch_settings_are_refused(prepared, tmp_path):
     run, cfg = make_run(prepared, tmp_path, global_batch_size=12)
     proc = train(cfg, 2, check=False)

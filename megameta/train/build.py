@@ -1,0 +1,126 @@
+"""What a phase is built from: its data streams, its model (with the phase hand-off) and its engine."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import torch
+
+from megameta.config import ResolvedPhase, RunConfig, dump_config
+from megameta.data.loader import MLMStream
+from megameta.data.sampler import alpha_schedule
+from megameta.data.tokenizer import Vocab, vocab_hash
+from megameta.errors import InputError
+from megameta.layout import PhaseLayout
+from megameta.model.config import ModelConfig
+from megameta.train.optim import build_optimizer, param_groups
+from megameta.train.schedule import lr_lambda
+
+# DeepSpeed's ZeRO-1/2 call this deprecated torch API once per rank; the warning is not the user's to act on.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated", category=FutureWarning
+)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (weights init, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def build_streams(
+    cfg: RunConfig, phase: ResolvedPhase, vocab: Vocab, total_samples: int
+) -> tuple[MLMStream, MLMStream | None]:
+    """The phase's training stream and its validation stream (None when no language has valid text)."""
+    data = cfg.data
+    alpha_at = alpha_schedule(phase.alpha, phase.alpha_end, total_samples)
+    common = dict(tokenizer_dir=cfg.tokenizer_dir, tokenizer=vocab, seq_len=data.max_seq_len,
+                  mask_prob=data.mask_prob, alpha_at=alpha_at)  # fmt: skip
+    stream = MLMStream(
+        cfg.shard_dir, phase.langs, seed=data.seed, whole_word_mask=data.whole_word_mask, **common
+    )
+    valid_langs = [lang for lang in phase.langs if lang in data.valid_sources]
+    if not valid_langs:
+        return stream, None
+    return stream, MLMStream(cfg.shard_dir, valid_langs, seed=data.seed + 1, split="valid", **common)
+
+
+def data_stream(cfg: RunConfig, phase: ResolvedPhase) -> dict:
+    """What fixes the sample stream, by config field: a checkpoint records it, and a resume that
+    changes any of it is refused (see ``checkpointer.check_data_stream``)."""
+    data, where = cfg.data, cfg.phase_path(phase.name)
+    return {
+        "data.seed": data.seed,
+        "data.max_seq_len": data.max_seq_len,
+        "data.mask_prob": data.mask_prob,
+        "data.whole_word_mask": data.whole_word_mask,
+        f"{where}.alpha": phase.alpha,
+        f"{where}.alpha_end": phase.alpha_end,
+        f"{where}.langs": list(phase.langs),
+        "tokenizer (vocabulary sha256)": vocab_hash(cfg.tokenizer_dir),
+    }
+
+
+def model_config(cfg: RunConfig, vocab: Vocab) -> ModelConfig:
+    """``cfg.model`` resolved against the tokenizer and the sequence length. Raises InputError."""
+    mc = cfg.model.resolved()
+    if mc.vocab_size == 0:
+        mc.vocab_size = len(vocab)
+    elif mc.vocab_size != len(vocab):
+        raise InputError(
+            f"model.vocab_size is {mc.vocab_size} but the tokenizer at {cfg.tokenizer_dir} has {len(vocab)} ids"
+        )
+    if cfg.data.max_seq_len > mc.max_seq_len:
+        need = mc.max_position_embeddings - mc.max_seq_len + cfg.data.max_seq_len
+        raise InputError(
+            f"data.max_seq_len {cfg.data.max_seq_len} needs model.max_position_embeddings >= {need}"
+        )
+    mc.validate("model")
+    return mc
+
+
+def build_engine(
+    cfg: RunConfig,
+    phase: ResolvedPhase,
+    model: torch.nn.Module,
+    ds_config: dict,
+    device: torch.device,
+    total_steps: int,
+):
+    """``deepspeed.initialize`` with our parameter groups, optimizer and lr schedule: (engine, scheduler)."""
+    import deepspeed
+    from deepspeed.checkpoint import constants as ds_ckpt
+
+    # Lets ds_to_universal re-shard our checkpoints when a run resumes on another world size.
+    info = {ds_ckpt.UNIVERSAL_CHECKPOINT_VERSION_KEY: ds_ckpt.UNIVERSAL_CHECKPOINT_VERSION_VALUE}
+    setattr(model, ds_ckpt.UNIVERSAL_CHECKPOINT_INFO, info)
+    optim = cfg.optim
+    groups = param_groups(model, optim.weight_decay)
+    optimizer = build_optimizer(groups, optim, phase, ds_config, device)
+    schedule = lr_lambda(optim.schedule, phase.warmup_steps, total_steps, optim.min_lr_ratio)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=groups if optimizer is None else None,
+        optimizer=optimizer,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+        config=ds_config,
+    )
+    return engine, scheduler
+
+
+def write_run_files(layout: PhaseLayout, cfg: RunConfig, ds_config: dict) -> None:
+    """The phase dir's record of what ran (rank 0): config, rendered DeepSpeed config, and the run's
+    tokenizer next to the checkpoints (what ``convert`` ships with the model)."""
+    import json
+    import shutil
+
+    import yaml
+
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    layout.config.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
+    layout.ds_config.write_text(json.dumps(ds_config, indent=2))
+    if not layout.tokenizer.exists():
+        shutil.copytree(cfg.tokenizer_dir, layout.tokenizer)
