@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from megameta.convert import load_weights, state_dict_digest
+from megameta.checkpoint import load_weights, state_dict_digest
 from megameta.data.corpus import LABELS
 from megameta.train.dist import free_port
 

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from megameta import checkpoint as ckpt
+from megameta.checkpoint import CheckpointMeta
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.data.loader import MLMStream
 from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.fileio import write_atomic
-from megameta.train import checkpoint as ckpt
 from megameta.train.dist import init_distributed
 from megameta.train.ds_config import render_ds_config, uses_offload
 from megameta.train.faults import FaultInjector
@@ -212,7 +213,7 @@ class Trainer:
 
     def _load_init_weights(self, model: torch.nn.Module, ref: str) -> dict:
         """Phase hand-off: weights only (optimizer and schedule start fresh)."""
-        from megameta.convert import load_weights, state_dict_digest
+        from megameta.checkpoint import load_weights, state_dict_digest
 
         source = (
             self.cfg.phase_dir(ref)
@@ -286,27 +287,27 @@ class Trainer:
         """Pick the checkpoint to resume from (before the engine exists: a world-size change needs config)."""
         tag = None
         if self.is_main and self.ckpt_root.is_dir():
-            tag = ckpt.find_valid(self.ckpt_root, log=self._print)
+            tag = ckpt.newest_intact(self.ckpt_root, log=self._print)
         box = [tag]
         dist.broadcast_object_list(box, src=0)  # one rank checksums; all agree on the tag
         self.resume_tag = self.load_tag = box[0]
         if self.resume_tag is None:
             return
-        meta = ckpt.read_meta(self.ckpt_root / self.resume_tag)
-        saved_stage, stage = meta.get("zero_stage"), self.ds_config["zero_optimization"].get("stage", 0)
-        if saved_stage is not None and saved_stage != stage:
+        meta = CheckpointMeta.read(self.ckpt_root / self.resume_tag)
+        saved_stage, stage = meta.zero_stage, self.ds_config["zero_optimization"].get("stage", 0)
+        if saved_stage != stage:
             raise InputError(
                 f"{self.ckpt_root / self.resume_tag} was saved with ZeRO-{saved_stage} but this run uses ZeRO-{stage}; "
                 f"resume with the same stage, or start a new phase from its weights (init_from)"
             )
-        if meta["world_size"] != self.world and stage == 3:
+        if meta.world_size != self.world and stage == 3:
             # DeepSpeed 0.19's ZeRO-3 universal load restores weights exactly but not the optimizer
             # state (the loss trajectory drifts): refuse rather than resume silently off-course.
             raise InputError(
-                f"{self.ckpt_root / self.resume_tag}: resuming ZeRO-3 on {self.world} ranks (saved on {meta['world_size']}) "
-                f"is not supported; resume on {meta['world_size']} ranks, or convert it and start a new phase with init_from"
+                f"{self.ckpt_root / self.resume_tag}: resuming ZeRO-3 on {self.world} ranks (saved on {meta.world_size}) "
+                f"is not supported; resume on {meta.world_size} ranks, or convert it and start a new phase with init_from"
             )
-        if meta["world_size"] != self.world and stage > 0:
+        if meta.world_size != self.world and stage > 0:
             # ZeRO partitions optimizer state by rank: re-shard through DeepSpeed's universal checkpoint.
             self.load_tag = self._universal(self.resume_tag)
             self.ds_config["checkpoint"] = {**self.ds_config.get("checkpoint", {}), "load_universal": True}
@@ -383,14 +384,13 @@ class Trainer:
             error = self._write_checkpoint(stage, tag)
         error = self._agree(error)
         if error is None and self.is_main:
-            meta = {
+            meta = CheckpointMeta(
                 **self.state_dict(),
-                "model": dump_config(self.model_cfg),
-                "config": dump_config(self.cfg),
-                "zero_stage": self.ds_config["zero_optimization"].get("stage", 0),
-                "precision": self.cfg.train.precision,
-                "tokenizer": "../../tokenizer",
-            }
+                model=dump_config(self.model_cfg),
+                config=dump_config(self.cfg),
+                zero_stage=self.ds_config["zero_optimization"].get("stage", 0),
+                precision=self.cfg.train.precision,
+            )
             try:
                 ckpt.finalize(self.ckpt_root, tag, meta)
                 ckpt.prune(self.ckpt_root, self.cfg.train.keep_last, self.cfg.train.keep_every)
