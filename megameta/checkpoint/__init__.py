@@ -12,35 +12,28 @@ Names resolve lazily (PEP 562): ``from megameta.checkpoint import newest_intact`
 neither torch nor transformers; the weight readers import torch when first used.
 """
 
-from importlib import import_module
+from megameta.lazy import lazy_getattr
 
-_EXPORTS = {
-    "LATEST": "store",
-    "check_integrity": "store",
-    "checkpoints_dir": "store",
-    "finalize": "store",
-    "is_checkpoint": "store",
-    "list_tags": "store",
-    "newest_intact": "store",
-    "prune": "store",
-    "resolve": "store",
-    "staging_dir": "store",
-    "step_of": "store",
-    "tag_for": "store",
-    "META": "meta",
-    "CheckpointMeta": "meta",
-    "rng_state": "rng",
-    "set_rng_state": "rng",
-    "CheckpointReader": "zero_reader",
-    "consolidated_state_dict": "zero_reader",
-    "load_weights": "weights",
-    "state_dict_digest": "weights",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'megameta.checkpoint' has no attribute {name!r}")
-    return getattr(import_module(f"megameta.checkpoint.{_EXPORTS[name]}"), name)
+__getattr__, __all__ = lazy_getattr(
+    __name__,
+    {
+        "store": [
+            "LATEST",
+            "check_integrity",
+            "checkpoints_dir",
+            "finalize",
+            "is_checkpoint",
+            "list_tags",
+            "newest_intact",
+            "prune",
+            "resolve",
+            "staging_dir",
+            "step_of",
+            "tag_for",
+        ],
+        "meta": ["META", "CheckpointMeta"],
+        "rng": ["rng_state", "set_rng_state"],
+        "zero_reader": ["CheckpointReader", "consolidated_state_dict"],
+        "weights": ["load_weights", "state_dict_digest"],
+    },
+)
