@@ -43,9 +43,9 @@ def _rank(rank: int, world: int, port: int, vocab: int) -> None:
     import torch
     import torch.distributed as dist
 
+    from megameta import checkpoint as ckpt
     from megameta.config import dump_config
     from megameta.model import ModelConfig, XLMRForMaskedLM
-    from megameta.train import checkpoint as ckpt
     from megameta.train.optim import param_groups
 
     deepspeed.init_distributed(dist_backend="gloo")
@@ -73,17 +73,17 @@ def _rank(rank: int, world: int, port: int, vocab: int) -> None:
     engine.save_checkpoint(str(stage), tag=tag, client_state={"megameta": state}, save_latest=False)
     dist.barrier()
     if rank == 0:
-        meta = {**state, "model": dump_config(cfg), "config": {"bench": "convert"}, "zero_stage": 3,
-                "precision": "fp32", "tokenizer": "../../tokenizer"}  # fmt: skip
+        meta = ckpt.CheckpointMeta(**state, model=dump_config(cfg), config={"bench": "convert"}, zero_stage=3,
+                                   precision="fp32")  # fmt: skip
         ckpt.finalize(root, tag, meta)
     dist.barrier()
 
 
 def ensure_checkpoint(vocab: int) -> Path:
-    from megameta.train import checkpoint as ckpt
+    from megameta import checkpoint as ckpt
 
     root = RUN / PHASE / "checkpoints"
-    tag = ckpt.find_valid(root, full=False) if root.is_dir() else None
+    tag = ckpt.newest_intact(root, full=False) if root.is_dir() else None
     if tag is not None:
         return root / tag
     # A tokenizer dir is required next to the checkpoint; its vocabulary is irrelevant without verification.
@@ -104,7 +104,7 @@ def ensure_checkpoint(vocab: int) -> Path:
     t = time.time()
     mp.start_processes(_rank, args=(2, free_port(), vocab), nprocs=2, start_method="spawn")
     print(f"  done in {time.time() - t:.0f}s", flush=True)
-    return root / ckpt.find_valid(root, full=False)
+    return root / ckpt.newest_intact(root, full=False)
 
 
 OURS = """
@@ -156,15 +156,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     ckpt_dir = ensure_checkpoint(args.vocab)
-    meta = json.loads((ckpt_dir / "meta.json").read_text())
-    import torch
+    from megameta.checkpoint import CheckpointMeta
+    from megameta.model import ModelConfig, meta_model
 
-    from megameta.model import ModelConfig, XLMRForMaskedLM
-
-    with torch.device("meta"):
-        n = XLMRForMaskedLM(ModelConfig(**{k: v for k, v in meta["model"].items()})).num_parameters()
+    meta = CheckpointMeta.read(ckpt_dir)
+    n = meta_model(ModelConfig(**meta.model)).num_parameters()
     size = sum(f.stat().st_size for f in ckpt_dir.iterdir())
-    print(f"checkpoint {ckpt_dir}: ZeRO-{meta['zero_stage']}, {meta['world_size']} ranks, {n / 1e6:.1f}M parameters "
+    print(f"checkpoint {ckpt_dir}: ZeRO-{meta.zero_stage}, {meta.world_size} ranks, {n / 1e6:.1f}M parameters "
           f"(fp32 {n * 4 / 2**20:.0f} MiB), {size / 2**20:.0f} MiB on disk")  # fmt: skip
     out = RUN / "out"
     base = measure(BASELINE, ckpt_dir, out / "base")

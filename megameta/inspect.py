@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from megameta.data.shards import MANIFEST
 from megameta.errors import InputError
 
 
 def inspect_path(path: str | None, env: bool = False, alpha: float = 0.3) -> str:
+    """Summaries of ``path`` (a shard dir, a phase dir, a checkpoints dir or one checkpoint) and/or the
+    environment's kernels; InputError when there is nothing to show."""
     parts = []
     if env:
         from megameta.kernels import detect_kernels, format_kernel_report
@@ -20,13 +23,40 @@ def inspect_path(path: str | None, env: bool = False, alpha: float = 0.3) -> str
         p = Path(path)
         if not p.exists():
             raise InputError(f"inspect: {p} does not exist")
-        if (p / "manifest.json").exists() and (p / "manifest.json").read_text().find('"vocab_hash"') >= 0:
+        kind = manifest_kind(p)
+        if kind == "shards":
             parts.append(inspect_shards(p, alpha))
+        elif kind is not None:
+            raise InputError(
+                f"inspect: {p / MANIFEST} is a {kind!r} manifest; give a shard dir or a checkpoint dir"
+            )
         else:
             parts.append(inspect_checkpoints(p))
     if not parts:
         raise InputError("inspect: give a path or --env")
     return "\n\n".join(parts)
+
+
+def manifest_kind(root: Path) -> str | None:
+    """The ``kind`` of ``root/manifest.json`` ("shards", "demo-corpus", ...), None without one.
+
+    Manifests written before the field existed: a shard manifest is the one with a vocabulary hash.
+    """
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"inspect: {path} is corrupt ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"inspect: {path}: expected a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind is None:
+        return "shards" if "vocab_hash" in data else "demo-corpus"
+    if not isinstance(kind, str):
+        raise InputError(f"inspect: {path}: kind: expected a string, got {kind!r}")
+    return kind
 
 
 def inspect_shards(root: Path, alpha: float) -> str:
@@ -65,34 +95,41 @@ def inspect_shards(root: Path, alpha: float) -> str:
 
 
 def inspect_checkpoints(path: Path) -> str:
-    from megameta.train import checkpoint as ckpt
+    """One line per checkpoint (phase, step, tokens, ZeRO stage, precision, integrity), then the newest's model."""
+    from megameta.checkpoint import (
+        LATEST,
+        CheckpointMeta,
+        check_integrity,
+        checkpoints_dir,
+        is_checkpoint,
+        list_tags,
+    )
 
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if (root / ckpt.META).exists():
-        root, only = root.parent, [root.name]
+    if is_checkpoint(path):
+        root, tags = path.parent, [path.name]
     else:
-        only = None
-    tags = only or ckpt.list_tags(root)
+        root = checkpoints_dir(path)
+        tags = list_tags(root)
     if not tags:
         raise InputError(f"inspect: {path} is neither a shard dir (manifest.json) nor a checkpoint dir")
-    latest = (root / ckpt.LATEST).read_text().strip() if (root / ckpt.LATEST).exists() else None
+    latest = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
     lines = [
         f"checkpoints: {root} (latest -> {latest})",
         f"{'tag':<16}{'phase':<12}{'step':>8}{'tokens':>14}{'zero':>6}{'prec':>6}  status",
     ]
+    metas: dict[str, CheckpointMeta] = {}
     for tag in tags:
-        reason = ckpt.validate(root / tag)
+        reason = check_integrity(root / tag)
         try:
-            meta = ckpt.read_meta(root / tag)
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        lines.append(
-            f"{tag:<16}{meta.get('phase', '?'):<12}{meta.get('step', '?'):>8}{meta.get('tokens_seen', 0):>14,}"
-            f"{meta.get('zero_stage', '?'):>6}{meta.get('precision', '?'):>6}  {'ok' if reason is None else 'INVALID: ' + reason}"
-        )
-    if tags and (root / tags[-1] / ckpt.META).exists():
-        meta = ckpt.read_meta(root / tags[-1])
-        model = meta.get("model", {})
-        lines.append(f"model: {json.dumps({k: v for k, v in model.items() if v is not None})}")
-        lines.append(f"langs: {', '.join(meta.get('langs', []))}")
+            meta = metas[tag] = CheckpointMeta.read(root / tag)
+            cols = f"{meta.phase:<12}{meta.step:>8}{meta.tokens_seen:>14,}{meta.zero_stage:>6}{meta.precision:>6}"
+        except InputError:
+            cols = f"{'?':<12}{'?':>8}{0:>14,}{'?':>6}{'?':>6}"
+        lines.append(f"{tag:<16}{cols}  {'ok' if reason is None else 'INVALID: ' + reason}")
+    if tags[-1] in metas:
+        meta = metas[tags[-1]]
+        lines.append(f"model: {json.dumps({k: v for k, v in meta.model.items() if v is not None})}")
+        lines.append(f"langs: {', '.join(meta.langs)}")
+        if meta.data_stream is not None:
+            lines.append(f"data stream: {json.dumps(meta.data_stream, sort_keys=True)}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from megameta.convert import load_weights, state_dict_digest
+from megameta.checkpoint import load_weights, state_dict_digest
 from megameta.data.corpus import LABELS
 from megameta.train.dist import free_port
 
@@ -311,3 +311,23 @@ def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: boo
 def shm_segments() -> set[str]:
     """DeepSpeed's CPU all-reduce segments in /dev/shm (a run must leave none behind, even when killed)."""
     return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
+# ---- synthetic checkpoints (fast unit tier: no training run) ----
+
+
+def synthetic_checkpoint(root: Path, step: int, files: dict[str, bytes] | None = None, **meta) -> Path:
+    """Checkpoint ``step`` under checkpoints dir ``root``, written through staging + ``finalize`` like the
+    trainer's; ``files`` (relative name -> bytes) stand in for DeepSpeed's, ``meta`` overrides fields."""
+    from megameta.checkpoint import CheckpointMeta, finalize, staging_dir, tag_for
+
+    tag = tag_for(step)
+    stage = staging_dir(root, tag) / tag
+    stage.mkdir(parents=True)
+    for name, data in (files or {"mp_rank_00_model_states.pt": f"weights {step}".encode()}).items():
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_bytes(data)
+    fields = dict(step=step, samples_seen=8 * step, tokens_seen=256 * step, phase="meta", world_size=2,
+                  model={"preset": "custom", "vocab_size": 100}, zero_stage=2, precision="fp32",
+                  langs=["en"], lang_samples=[8 * step], lang_tokens=[256 * step])  # fmt: skip
+    return finalize(root, tag, CheckpointMeta(**{**fields, **meta}))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import megameta, tiny_config, write_config
 
-from megameta.convert import load_weights, state_dict_digest
+from megameta import checkpoint as ckpt
+from megameta.checkpoint import load_weights, state_dict_digest
 from megameta.model import XLMRForMaskedLM
-from megameta.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_pipeline_writes_every_artifact(tiny_pipeline):
         done = tiny_pipeline["done"][phase]
         assert done["step"] == 4
         assert (run / phase / "checkpoints" / done["tag"] / "meta.json").exists()
-        assert ckpt.validate(run / phase / "checkpoints" / done["tag"]) is None
+        assert ckpt.check_integrity(run / phase / "checkpoints" / done["tag"]) is None
         assert (run / phase / "ds_config.json").exists()
     hf = run / "xlingual" / "hf"
     for name in ("config.json", "model.safetensors", "sentencepiece.bpe.model", "megameta_provenance.json"):

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from megameta import checkpoint as ckpt
+from megameta.checkpoint import CheckpointMeta
 from megameta.config import InitFrom
 from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import write_atomic
 from megameta.layout import PhaseLayout
-from megameta.train import checkpoint as ckpt
 
 
 def check_data_stream(saved: dict | None, current: dict, where: Path) -> None:
@@ -52,32 +53,32 @@ class Checkpointer:
         self.load_tag: str | None = None
 
     # ---------------------------------------------------------------- resume
-    def find(self, ds_config: dict, data_stream: dict) -> dict | None:
+    def find(self, ds_config: dict, data_stream: dict) -> CheckpointMeta | None:
         """Pick the checkpoint to resume from, before the engine exists (a world-size change edits
         ``ds_config``); returns its meta, or None for a fresh start."""
-        tag = ckpt.find_valid(self.root, log=self.log) if self.is_main and self.root.is_dir() else None
+        tag = ckpt.newest_intact(self.root, log=self.log) if self.is_main and self.root.is_dir() else None
         box = [tag]
         dist.broadcast_object_list(box, src=0)  # one rank checksums; all agree on the tag
         self.resume_tag = self.load_tag = box[0]
         if self.resume_tag is None:
             return None
         where = self.root / self.resume_tag
-        meta = ckpt.read_meta(where)
-        check_data_stream(meta.get("data_stream"), data_stream, where)
-        saved_stage, stage = meta.get("zero_stage"), ds_config["zero_optimization"].get("stage", 0)
-        if saved_stage is not None and saved_stage != stage:
+        meta = CheckpointMeta.read(where)
+        check_data_stream(meta.data_stream, data_stream, where)
+        saved_stage, stage = meta.zero_stage, ds_config["zero_optimization"].get("stage", 0)
+        if saved_stage != stage:
             raise InputError(
                 f"{where} was saved with ZeRO-{saved_stage} but this run uses ZeRO-{stage}; "
                 f"resume with the same stage, or start a new phase from its weights (init_from)"
             )
-        if meta["world_size"] != self.world and stage == 3:
+        if meta.world_size != self.world and stage == 3:
             # DeepSpeed 0.19's ZeRO-3 universal load restores weights exactly but not the optimizer
             # state (the loss trajectory drifts): refuse rather than resume silently off-course.
             raise InputError(
-                f"{where}: resuming ZeRO-3 on {self.world} ranks (saved on {meta['world_size']}) is not "
-                f"supported; resume on {meta['world_size']} ranks, or convert it and start a new phase with init_from"
+                f"{where}: resuming ZeRO-3 on {self.world} ranks (saved on {meta.world_size}) is not "
+                f"supported; resume on {meta.world_size} ranks, or convert it and start a new phase with init_from"
             )
-        if meta["world_size"] != self.world and stage > 0:
+        if meta.world_size != self.world and stage > 0:
             # ZeRO partitions optimizer state by rank: re-shard through DeepSpeed's universal checkpoint.
             self.load_tag = self._universal(self.resume_tag)
             ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
@@ -127,7 +128,9 @@ class Checkpointer:
         dist.broadcast_object_list(box, src=0)
         return bool(box[0])
 
-    def save(self, engine, step: int, state: dict, meta: dict, keep_last: int, keep_every: int, fault) -> str:
+    def save(
+        self, engine, step: int, state: dict, meta: CheckpointMeta, keep_last: int, keep_every: int, fault
+    ) -> str:
         """Write checkpoint ``step_<step>`` atomically and return its tag; on failure the previous
         checkpoints stay as they were and MegaMetaError names the one ``latest`` still points at."""
         tag = ckpt.tag_for(step)
@@ -194,7 +197,7 @@ class Checkpointer:
 def load_init_weights(model: torch.nn.Module, init: InitFrom, phase: str, log: Callable[[str], None]) -> dict:
     """Phase hand-off: the weights only (optimizer and schedule start fresh). Returns the provenance
     recorded in DONE.json: the source and the sha256 of the weights as loaded."""
-    from megameta.convert import load_weights, state_dict_digest
+    from megameta.checkpoint import load_weights, state_dict_digest
 
     if not init.path.exists():
         hint = f" (train phase '{init.phase}' first)" if init.phase else ""

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from megameta import checkpoint as ckpt
+from megameta.checkpoint import CheckpointMeta
 from megameta.config import RunConfig, dump_config
 from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.fileio import truncate_jsonl_after
-from megameta.train import checkpoint as ckpt
 from megameta.train.build import (
     build_engine,
     build_streams,
@@ -127,11 +128,12 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint the current step (atomically); then the evaluation suite when it is due."""
         train = self.cfg.train
-        meta = {**self.state_dict(), "model": dump_config(self.model_cfg), "config": dump_config(self.cfg),
-                "zero_stage": self.ds_config["zero_optimization"].get("stage", 0), "precision": train.precision,
-                "tokenizer": "../../tokenizer", "data_stream": data_stream(self.cfg, self.phase)}  # fmt: skip
+        state = self.state_dict()
+        meta = CheckpointMeta(**state, model=dump_config(self.model_cfg), config=dump_config(self.cfg),
+                              zero_stage=self.ds_config["zero_optimization"].get("stage", 0),
+                              precision=train.precision, data_stream=data_stream(self.cfg, self.phase))  # fmt: skip
         tag = self.checkpointer.save(
-            self.engine, self.step, self.state_dict(), meta, train.keep_last, train.keep_every, self.fault
+            self.engine, self.step, state, meta, train.keep_last, train.keep_every, self.fault
         )
         if train.eval_suite_every and self.step % train.eval_suite_every == 0:
             if self.is_main:

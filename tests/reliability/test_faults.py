@@ -24,8 +24,8 @@ from helpers import (
     train_cmd,
 )
 
+from megameta import checkpoint as ckpt
 from megameta.errors import EXIT_REQUEUE
-from megameta.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def run_with_fault(
 def assert_latest_is_complete(run) -> str:
     root = run / "meta" / "checkpoints"
     tag = (root / "latest").read_text().strip()
-    assert ckpt.validate(root / tag) is None, f"latest names an invalid checkpoint {tag}"
+    assert ckpt.check_integrity(root / tag) is None, f"latest names an invalid checkpoint {tag}"
     assert not list(root.glob(".staging-*/**/meta.json")), "a staging dir looks complete"
     return tag
 
@@ -127,7 +127,7 @@ def test_damaged_newest_checkpoint_is_detected_and_skipped(prepared, tmp_path, f
         data = bytearray(victim.read_bytes())
         data[-100] ^= 0x01
         victim.write_bytes(bytes(data))
-    reason = ckpt.validate(newest)
+    reason = ckpt.check_integrity(newest)
     assert reason is not None and victim.name in reason
     proc = train(cfg, 2, "phases[0].steps=6")
     assert f"skipping step_00000004: {reason}" in proc.stdout
@@ -160,7 +160,7 @@ def test_disk_full_while_saving_keeps_previous_checkpoints(prepared, tmp_path):
             and "latest valid checkpoint is still step_00000002" in out
         )
         assert (ckpt_dir / "latest").read_text().strip() == "step_00000002"
-        assert ckpt.validate(ckpt_dir / "step_00000002") is None
+        assert ckpt.check_integrity(ckpt_dir / "step_00000002") is None
         assert not (ckpt_dir / "step_00000004").exists()
         assert not list(ckpt_dir.glob(".staging-*"))
     finally:

@@ -18,8 +18,8 @@ from helpers import (
     train,
 )
 
+from megameta import checkpoint as ckpt
 from megameta.errors import EXIT_REQUEUE
-from megameta.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_sigterm_saves_checkpoint_and_exits_with_requeue_code(prepared, tmp_path
     assert proc.returncode == EXIT_REQUEUE, out[-3000:]
     root = run / "meta" / "checkpoints"
     tag = (root / "latest").read_text().strip()
-    assert ckpt.validate(root / tag) is None
+    assert ckpt.check_integrity(root / tag) is None
     assert 2 <= ckpt.step_of(tag) < 100
     assert not list(root.glob(".staging-*"))
     resumed = train(cfg, 2, "phases[0].steps=" + str(ckpt.step_of(tag) + 1))

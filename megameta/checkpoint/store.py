@@ -5,41 +5,43 @@ Layout of ``<phase>/checkpoints/``::
     step_00000100/            one checkpoint (DeepSpeed's files + ours)
         mp_rank_00_model_states.pt, *optim_states.pt   (DeepSpeed)
         rng_rank<r>.pt         RNG states of rank r
-        meta.json              step, tokens, phase, config, sha256 + size of every file
+        meta.json              CheckpointMeta: step, tokens, phase, config, sha256 + size of every file
     latest                    name of the newest complete checkpoint, written last
+    step_00000100_universal/  a re-sharded copy for a new world size (until the next save)
 
 A checkpoint is first written to ``.staging-<tag>/<tag>`` and renamed into
 place only after every rank finished and ``meta.json`` (with checksums) is on
 disk, so a reader never sees a half-written checkpoint under its final name.
 ``meta.json`` is the completeness marker: a directory without a valid one is
-not a checkpoint.
+not a checkpoint. Nothing here imports torch (a login node can find the newest
+intact checkpoint in milliseconds).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from megameta.checkpoint.meta import META, CheckpointMeta
 from megameta.errors import InputError
 from megameta.fileio import sha256_file, write_atomic
+from megameta.layout import CHECKPOINTS
 
 LATEST = "latest"
-META = "meta.json"
 TAG_RE = re.compile(r"^step_(\d+)$")
 
 
 def tag_for(step: int) -> str:
+    """The tag (dir name) of the checkpoint at ``step``; tags sort by step."""
     return f"step_{step:08d}"
 
 
 def step_of(tag: str) -> int:
+    """The step a tag names, -1 for a name that is not a tag."""
     m = TAG_RE.match(tag)
     return int(m.group(1)) if m else -1
 
@@ -52,32 +54,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def staging_dir(root: Path, tag: str) -> Path:
+    """Where every rank writes checkpoint ``tag`` (DeepSpeed adds ``/<tag>``) before :func:`finalize`."""
     return root / f".staging-{tag}"
 
 
-def finalize(root: Path, tag: str, meta: dict) -> Path:
-    """Rank 0, after every rank wrote its files: checksum, write meta.json, rename, point latest."""
+def finalize(root: Path, tag: str, meta: CheckpointMeta) -> Path:
+    """Rank 0, after every rank wrote its files: checksum, write meta.json, rename, point latest.
+
+    Returns the checkpoint's final dir. ``meta.tag`` and ``meta.files`` are filled in here.
+    """
     stage = staging_dir(root, tag) / tag
     files = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
         files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    write_atomic(stage / META, json.dumps({**meta, "tag": tag, "files": files}, indent=2))
+    write_atomic(stage / META, json.dumps(meta.with_files(tag, files).to_dict(), indent=2))
     final = root / tag
     if final.exists():  # a stale copy of the same step (e.g. re-saved after a crash): replace it
         shutil.rmtree(final)
@@ -88,16 +79,16 @@ def finalize(root: Path, tag: str, meta: dict) -> Path:
     return final
 
 
-def validate(ckpt: Path, full: bool = True) -> str | None:
-    """None when ``ckpt`` is complete and intact, else the reason it is not."""
-    meta_path = ckpt / META
-    if not meta_path.exists():
-        return f"{meta_path} missing (incomplete checkpoint)"
+def check_integrity(ckpt: Path, full: bool = True) -> str | None:
+    """None when ``ckpt`` is complete and intact, else the reason it is not.
+
+    Sizes are always compared with meta.json; ``full`` also compares sha256 checksums (reads every byte).
+    """
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return f"{meta_path} is corrupt"
-    for name, info in meta.get("files", {}).items():
+        meta = CheckpointMeta.read(ckpt)
+    except InputError as e:
+        return str(e)
+    for name, info in meta.files.items():
         path = ckpt / name
         if not path.exists():
             return f"{path} missing"
@@ -108,18 +99,14 @@ def validate(ckpt: Path, full: bool = True) -> str | None:
     return None
 
 
-def read_meta(ckpt: Path) -> dict:
-    return json.loads((ckpt / META).read_text())
-
-
 def list_tags(root: Path) -> list[str]:
-    """Checkpoint tags under ``root``, oldest first (staging dirs excluded)."""
+    """Checkpoint tags under ``root``, oldest first (staging and universal dirs excluded)."""
     if not root.is_dir():
         return []
     return sorted((p.name for p in root.iterdir() if p.is_dir() and TAG_RE.match(p.name)), key=step_of)
 
 
-def find_valid(root: Path, log=print, full: bool = True) -> str | None:
+def newest_intact(root: Path, log: Callable[[str], object] = print, full: bool = True) -> str | None:
     """The newest intact checkpoint tag (``latest`` first), falling back to older ones with a message."""
     tags = list_tags(root)
     latest_file = root / LATEST
@@ -128,41 +115,61 @@ def find_valid(root: Path, log=print, full: bool = True) -> str | None:
         if named in tags:  # prefer what latest names, then anything older
             tags = [t for t in tags if step_of(t) <= step_of(named)]
     for tag in reversed(tags):
-        reason = validate(root / tag, full=full)
+        reason = check_integrity(root / tag, full=full)
         if reason is None:
             return tag
         log(f"[checkpoint] skipping {tag}: {reason}; falling back to the previous checkpoint")
     return None
 
 
-def resolve(path: str | Path, tag: str | None = None) -> Path:
-    """A checkpoint dir from a phase dir, a checkpoints dir or a checkpoint dir. Raises InputError."""
+def checkpoints_dir(path: Path) -> Path:
+    """The checkpoints dir of a phase dir; any other path is taken as a checkpoints dir itself."""
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+
+
+def is_checkpoint(path: Path) -> bool:
+    """``path`` is one checkpoint (it has a meta.json), intact or not."""
+    return (path / META).exists()
+
+
+def resolve(
+    path: str | Path, tag: str | None = None, full: bool = True, log: Callable[[str], object] = print
+) -> Path:
+    """One intact checkpoint dir from a phase dir, a checkpoints dir or a checkpoint dir. Raises InputError.
+
+    Without ``tag``, a phase or checkpoints dir gives its newest intact checkpoint (fallbacks are
+    reported through ``log``). ``full=False`` checks file sizes only, not checksums.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"checkpoint path not found: {path}")
-    if (path / META).exists() and tag is None:
-        reason = validate(path)
-        if reason:
-            raise InputError(f"checkpoint {path} is not usable: {reason}")
-        return path
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if tag is None and is_checkpoint(path):
+        return _intact(path, full)
+    root = checkpoints_dir(path)
     if tag is not None:
         if not (root / tag).is_dir():
             raise InputError(
                 f"checkpoint tag {tag} not found in {root} (have: {', '.join(list_tags(root)) or 'none'})"
             )
-        reason = validate(root / tag)
-        if reason:
-            raise InputError(f"checkpoint {root / tag} is not usable: {reason}")
-        return root / tag
-    found = find_valid(root)
+        return _intact(root / tag, full)
+    found = newest_intact(root, log=log, full=full)
     if found is None:
         raise InputError(f"no complete checkpoint in {root}")
     return root / found
 
 
+def _intact(ckpt: Path, full: bool) -> Path:
+    reason = check_integrity(ckpt, full=full)
+    if reason:
+        raise InputError(f"checkpoint {ckpt} is not usable: {reason}")
+    return ckpt
+
+
 def prune(root: Path, keep_last: int, keep_every: int) -> list[str]:
-    """Delete old checkpoints, keeping the newest ``keep_last`` and every ``keep_every``-th step."""
+    """Delete old checkpoints, keeping the newest ``keep_last`` and every ``keep_every``-th step.
+
+    Returns the tags removed. Universal copies older than the newest checkpoint go too.
+    """
     tags = list_tags(root)
     keep = set(tags[-keep_last:])
     if keep_every:
