@@ -36,7 +36,7 @@ def ensure_corpus(cfg: RunConfig) -> None:
         if not corpus.exists():
             raise InputError(f"corpus.dir: {corpus} does not exist")
         return
-    from megameta.data.corpus import fetch_demo_corpus
+    from megameta.data.demo import fetch_demo_corpus
 
     say(f"building the demo corpus in {corpus}")
     fetch_demo_corpus(corpus)
@@ -218,7 +218,7 @@ def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
         reports[group] = ensure_evaluated(cfg, final, model_dir)
     comparison = None
     if with_baseline:
-        from megameta.evaluate.report import compare_reports
+        from megameta.evaluate.compare import compare_reports
 
         comparison = compare_reports(
             {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(run_dir / "comparison")
