@@ -33,7 +33,7 @@ def _load(args):
 
 
 def cmd_fetch_demo_corpus(args) -> int:
-    from megameta.data.corpus import fetch_demo_corpus
+    from megameta.data.demo import fetch_demo_corpus
 
     fetch_demo_corpus(args.out, force=args.force)
     return 0

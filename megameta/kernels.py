@@ -33,10 +33,12 @@ def _apex_status() -> tuple[bool, str]:
     return True, "NVIDIA apex with CUDA extensions"
 
 
-def _device(device: torch.device | str | None) -> torch.device:
-    if device is None:
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The device a run asks for: ``None`` or ``"auto"`` -> CUDA when available, else CPU;
+    anything else goes to `torch.device` (``"cpu"``, ``"cuda:1"``, a `torch.device`)."""
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return torch.device(name)
 
 
 def layer_norm_class(device: torch.device | str | None = None) -> type[nn.Module]:
@@ -44,7 +46,7 @@ def layer_norm_class(device: torch.device | str | None = None) -> type[nn.Module
 
     Both take ``(normalized_shape, eps=...)`` and hold ``weight``/``bias``, so state dicts match.
     """
-    if _device(device).type == "cuda" and _apex_status()[0]:
+    if resolve_device(device).type == "cuda" and _apex_status()[0]:
         from apex.normalization import FusedLayerNorm
 
         return FusedLayerNorm
@@ -100,7 +102,7 @@ def detect_kernels(device: torch.device | str | None = None) -> dict[str, dict[s
     Returns ``{kernel: {"active": name, "why": one-line reason}}`` for the kernels
     ``attention``, ``layer_norm``, ``optimizer``, ``mixed_precision`` and ``compile``.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     apex_ok, apex_why = _apex_status()
     if dev.type == "cuda" and apex_ok:
         norm = {"active": "apex.FusedLayerNorm", "why": apex_why}
@@ -126,7 +128,7 @@ def build_adamw(
 ) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay) with the fastest kernel for ``device``: apex FusedAdam on
     CUDA with apex, else torch's fused CUDA AdamW, else torch's multi-tensor (foreach) AdamW."""
-    dev = _device(device)
+    dev = resolve_device(device)
     kwargs = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
     if dev.type == "cuda" and _apex_status()[0]:
         from apex.optimizers import FusedAdam

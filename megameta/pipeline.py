@@ -29,14 +29,16 @@ def say(msg: str) -> None:
 
 
 def ensure_corpus(cfg: RunConfig) -> None:
+    from megameta.data.demo.sources import MANIFEST_NAME
+
     corpus = Path(cfg.corpus.dir)
-    if (corpus / "manifest.json").exists():
+    if (corpus / MANIFEST_NAME).exists():
         return
     if not cfg.corpus.demo:
         if not corpus.exists():
             raise InputError(f"corpus.dir: {corpus} does not exist")
         return
-    from megameta.data.corpus import fetch_demo_corpus
+    from megameta.data.demo import fetch_demo_corpus
 
     say(f"building the demo corpus in {corpus}")
     fetch_demo_corpus(corpus)
@@ -127,7 +129,7 @@ class _Requeue(MegaMetaError):
 
 def converted_is_current(layout: PhaseLayout) -> bool:
     """The phase's HF dir was converted from the checkpoint its DONE.json names."""
-    from megameta.convert import PROVENANCE
+    from megameta.convert import PROVENANCE  # the converter's record of its source checkpoint
 
     prov = layout.hf / PROVENANCE
     if not (prov.exists() and layout.done.exists()):
@@ -184,7 +186,7 @@ def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
         reports[group] = ensure_evaluated(cfg, final, model_dir)
     comparison = None
     if with_baseline:
-        from megameta.evaluate.report import compare_reports
+        from megameta.evaluate.compare import compare_reports
 
         comparison = compare_reports(
             {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(cfg.layout.comparison)
@@ -194,6 +196,8 @@ def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
 
 
 def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seconds: float) -> None:
+    from megameta.evaluate.report import format_key_metrics, key_metrics
+
     print("", flush=True)
     say(f"done in {seconds / 60:.1f} min")
     for group, phases in groups.items():
@@ -212,7 +216,7 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
         final = phases[-1]
         print(f"  model ({group}):  {cfg.layout.phase(final.name).hf}")
         print(f"  report ({group}):  {cfg.layout.phase(final.name).eval / 'report.md'}")
-        print(f"  key numbers: {_key_numbers(reports[group])}")
+        print(f"  key numbers: {format_key_metrics(key_metrics(reports[group]))}")
     print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")
     if comparison is not None:
         print(f"  comparison:     {cfg.layout.comparison / 'comparison.md'}")
@@ -227,22 +231,6 @@ def loss_trend(path: Path) -> dict[str, tuple[float, float]]:
         return {}
     first, last = rows[0]["lang_loss"], rows[-1]["lang_loss"]
     return {lang: (first[lang], last[lang]) for lang in first if lang in last}
-
-
-def _key_numbers(report: dict) -> str:
-    results = report.get("results", {})
-    parts = [f"ppl[{lang}]={v['perplexity']:.0f}" for lang, v in (results.get("mlm") or {}).items()]
-    ret = results.get("retrieval") or {}
-    for key, label in (
-        ("mean", "retrieval"),
-        ("same_script_mean", "same-script"),
-        ("cross_script_mean", "cross-script"),
-    ):
-        if ret.get(key) is not None:
-            parts.append(f"{label}={ret[key]:.3f}")
-    for lang, v in ((results.get("classify") or {}).get("langs") or {}).items():
-        parts.append(f"acc[{lang}]={v['accuracy_mean']:.3f}")
-    return " ".join(parts) or "(see report)"
 
 
 __all__ = ["EXIT_BAD_INPUT", "run_pipeline"]

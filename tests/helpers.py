@@ -1,108 +1,21 @@
-"""Shared test helpers: a tiny corpus in the demo corpus's layout, tiny run configs, CLI runners."""
+"""Shared test helpers: tiny run configs on the synthetic corpus (`corpus_fixture`), CLI runners."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from corpus_fixture import make_corpus  # noqa: F401  (the suite's one synthetic corpus, used with tiny_config)
 
 from megameta.checkpoint import load_weights, state_dict_digest
-from megameta.data.corpus import LABELS
 from megameta.train.dist import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-# Topic words per label and language: enough signal for a classifier, shared across languages by meaning.
-TOPIC_WORDS = {
-    "en": [["actor", "singer", "born", "writer"], ["river", "mountain", "city", "coast"], ["war", "empire", "king", "century"],
-           ["painting", "music", "film", "poem"], ["engine", "computer", "software", "machine"], ["number", "theorem", "equation", "geometry"],
-           ["god", "religion", "philosopher", "belief"], ["food", "sport", "house", "clothing"]],
-    "fr": [["acteur", "chanteuse", "née", "écrivain"], ["fleuve", "montagne", "ville", "côte"], ["guerre", "empire", "roi", "siècle"],
-           ["peinture", "musique", "film", "poème"], ["moteur", "ordinateur", "logiciel", "machine"], ["nombre", "théorème", "équation", "géométrie"],
-           ["dieu", "religion", "philosophe", "croyance"], ["nourriture", "sport", "maison", "vêtement"]],
-    "es": [["actor", "cantante", "nacido", "escritor"], ["río", "montaña", "ciudad", "costa"], ["guerra", "imperio", "rey", "siglo"],
-           ["pintura", "música", "película", "poema"], ["motor", "computadora", "programa", "máquina"], ["número", "teorema", "ecuación", "geometría"],
-           ["dios", "religión", "filósofo", "creencia"], ["comida", "deporte", "casa", "ropa"]],
-}  # fmt: skip
-FILLER = {
-    "en": "the of and in is was a to for with on by from an as at".split(),
-    "fr": "le la de et en est était un une pour avec sur par du des les".split(),
-    "es": "el la de y en es fue un una para con sobre por del los las".split(),
-    "ru": "и в не на что он это как по но из она к у за мы".split(),
-}
-UDHR_CODES = {"en": "eng", "fr": "fra", "es": "spa", "ru": "rus"}
-SCRIPTS = {"eng": "Latin", "fra": "Latin", "spa": "Latin", "rus": "Cyrillic"}
-
-
-def _sentence(rng: random.Random, lang: str, label: int | None, n: int) -> str:
-    words = []
-    for _ in range(n):
-        if label is not None and lang in TOPIC_WORDS and rng.random() < 0.3:
-            words.append(rng.choice(TOPIC_WORDS[lang][label]))
-        else:
-            words.append(rng.choice(FILLER[lang]))
-    return " ".join(words).capitalize() + "."
-
-
-def make_corpus(root: Path, docs_per_lang: int = 120, seed: int = 0) -> Path:
-    """A small corpus in the demo layout: wiki/{en,fr,es}/{train,valid,test}.jsonl, udhr/{train,heldout}/*.jsonl."""
-    rng = random.Random(seed)
-    for lang in ("en", "fr", "es"):
-        for split, n in (
-            ("train", docs_per_lang),
-            ("valid", docs_per_lang // 6),
-            ("test", docs_per_lang // 4),
-        ):
-            path = root / "wiki" / lang / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                for i in range(n):
-                    label = rng.randrange(len(LABELS))
-                    text = " ".join(
-                        _sentence(rng, lang, label, rng.randint(8, 20)) for _ in range(rng.randint(2, 5))
-                    )
-                    f.write(
-                        json.dumps(
-                            {
-                                "id": f"{lang}-{split}-{i}",
-                                "text": text,
-                                "topic": LABELS[label],
-                                "label": LABELS[label],
-                            },
-                            ensure_ascii=False,
-                        )
-                        + "\n"
-                    )
-    languages = {}
-    for lang, code in UDHR_CODES.items():
-        for split, articles in (("train", range(0, 21)), ("heldout", range(21, 31))):
-            path = root / "udhr" / split / f"{code}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                for a in articles:
-                    art_rng = random.Random(f"{a}:{lang}")
-                    text = " ".join(_sentence(art_rng, lang, None, 12) for _ in range(3))
-                    f.write(
-                        json.dumps({"id": f"{code}:{a}", "article": a, "text": text}, ensure_ascii=False)
-                        + "\n"
-                    )
-        languages[code] = {
-            "bcp47": lang,
-            "iso6393": code,
-            "name": lang,
-            "direction": "ltr",
-            "script": SCRIPTS[code],
-            "articles": 31,
-        }
-    (root / "udhr" / "languages.json").write_text(json.dumps(languages, indent=2))
-    return root
 
 
 def tiny_config(run_dir: Path, corpus_dir: Path, **sections) -> dict:

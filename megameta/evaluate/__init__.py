@@ -7,28 +7,21 @@ Names resolve lazily (PEP 562): loading a run config imports ``evaluate.config``
 not torch, transformers and matplotlib.
 """
 
-from importlib import import_module
+from megameta.lazy import lazy_getattr
 
-_EXPORTS = {
-    "CANONICAL_LABELS": "config",
-    "EvalConfig": "config",
-    "accuracy": "classify",
-    "evaluate_classification": "classify",
-    "majority_baseline": "classify",
-    "mean_std": "classify",
-    "evaluate_mlm": "mlm",
-    "compare_reports": "report",
-    "run_evaluation": "report",
-    "cosine_similarity": "retrieval",
-    "evaluate_retrieval": "retrieval",
-    "retrieval_accuracy": "retrieval",
-    "split_pairs_by_script": "retrieval",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'megameta.evaluate' has no attribute {name!r}")
-    return getattr(import_module(f"megameta.evaluate.{_EXPORTS[name]}"), name)
+__getattr__, __all__ = lazy_getattr(
+    __name__,
+    {
+        "config": ("CANONICAL_LABELS", "EvalConfig"),
+        "classify": ("accuracy", "evaluate_classification", "majority_baseline", "mean_std"),
+        "mlm": ("evaluate_mlm",),
+        "report": ("format_key_metrics", "key_metrics", "run_evaluation"),
+        "compare": ("compare_reports",),
+        "retrieval": (
+            "cosine_similarity",
+            "evaluate_retrieval",
+            "retrieval_accuracy",
+            "split_pairs_by_script",
+        ),
+    },
+)

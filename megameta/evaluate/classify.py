@@ -24,14 +24,13 @@ reported next to each accuracy predicts the most frequent label of the whole lab
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from megameta.errors import InputError
+from megameta.data.demo.reader import load_labeled
 from megameta.evaluate.common import (
     batches,
     check_model_dir,
@@ -39,9 +38,8 @@ from megameta.evaluate.common import (
     encode_padded,
     fit_length,
     load_encoder,
-    load_tokenizer,
+    load_model_tokenizer,
     quiet_hf,
-    read_jsonl,
 )
 from megameta.evaluate.config import CANONICAL_LABELS, EvalConfig
 
@@ -81,23 +79,10 @@ def balanced_sample(labels: list[int], max_n: int, seed: int) -> list[int]:
     return sorted(picked)
 
 
-def read_labeled(path: str, labels: list[str]) -> tuple[list[str], list[int]]:
-    """(texts, label indices) of the records whose ``label`` is not null."""
-    index = {name: i for i, name in enumerate(labels)}
-    texts, ys = [], []
-    for n, row in enumerate(read_jsonl(path), 1):
-        label = row.get("label")
-        if label is None:
-            continue
-        if label not in index:
-            raise InputError(f"{path}: record {n} has label {label!r}, not one of {labels}")
-        if not isinstance(row.get("text"), str):
-            raise InputError(f"{path}: record {n} has no string 'text' field")
-        texts.append(row["text"])
-        ys.append(index[label])
-    if not ys:
-        raise InputError(f"{path}: no labeled records")
-    return texts, ys
+def _texts_and_labels(corpus_dir: str, lang: str, split: str) -> tuple[list[str], list[int]]:
+    """(texts, label indices) of the labeled articles of one wiki split, in file order."""
+    pairs = load_labeled(corpus_dir, lang, split)
+    return [text for text, _ in pairs], [label for _, label in pairs]
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, max_iter: int = 200):
@@ -168,19 +153,18 @@ def evaluate_classification(
     """Per test language: accuracy mean/std over seeds, per-seed accuracies, majority baseline, size."""
     check_model_dir(model_dir)
     labels = CANONICAL_LABELS
-    train_path = os.path.join(corpus_dir, "wiki", cfg.classify_train_lang, "train.jsonl")
-    all_texts, all_ys = read_labeled(train_path, labels)
+    all_texts, all_ys = _texts_and_labels(corpus_dir, cfg.classify_train_lang, "train")
     samples = {s: balanced_sample(all_ys, cfg.classify_max_train, s) for s in cfg.classify_seeds}
     tests: dict[str, tuple[list[str], list[int]]] = {}
     for lang in cfg.classify_test_langs:
-        texts, ys = read_labeled(os.path.join(corpus_dir, "wiki", lang, "test.jsonl"), labels)
+        texts, ys = _texts_and_labels(corpus_dir, lang, "test")
         if len(ys) > cfg.classify_max_test:
             keep = sorted(
                 np.random.default_rng(cfg.seed).choice(len(ys), cfg.classify_max_test, replace=False)
             )
             texts, ys = [texts[i] for i in keep], [ys[i] for i in keep]
         tests[lang] = (texts, ys)
-    tok = load_tokenizer(model_dir)
+    tok = load_model_tokenizer(model_dir)
     preds: dict[int, dict[str, list[int]]] = {}
     if cfg.classify_mode == "probe":
         encoder = load_encoder(model_dir, device)

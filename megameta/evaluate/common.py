@@ -1,16 +1,19 @@
-"""Helpers shared by the evaluation parts: input checks, file reading, model loading, pooling."""
+"""Helpers shared by the evaluation parts: input checks, model loading, pooling.
+
+Corpus files are read by `megameta.data.demo.reader`, devices resolved by
+`megameta.kernels.resolve_device`.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 
 from megameta.errors import ConfigError, InputError
+from megameta.model.config import positions_usable
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -23,28 +26,6 @@ def check_model_dir(model_dir: str) -> None:
         raise InputError(f"model dir has no config.json: {os.path.join(model_dir, 'config.json')}")
     if not any(os.path.isfile(os.path.join(model_dir, f)) for f in WEIGHT_FILES):
         raise InputError(f"model dir has no weights ({' / '.join(WEIGHT_FILES)}): {model_dir}")
-
-
-def require_file(path: str) -> str:
-    """Return `path` if it is a file, else raise `InputError` naming it."""
-    if not os.path.isfile(path):
-        raise InputError(f"file not found: {path}")
-    return path
-
-
-def read_jsonl(path: str) -> Iterator[dict[str, Any]]:
-    """Yield one dict per non-empty line; a bad line raises `InputError` naming ``path:line``."""
-    with open(require_file(path), encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{n}: expected a JSON object")
-            yield row
 
 
 @contextmanager
@@ -67,18 +48,16 @@ def quiet_hf() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(model_dir: str):
-    """The model dir's tokenizer (XLM-R SentencePiece, fairseq id offset)."""
+def load_model_tokenizer(model_dir: str):
+    """The tokenizer saved in an HF model dir (XLM-R SentencePiece, fairseq id offset).
+
+    Unlike `megameta.data.tokenizer.load_tokenizer` (a tokenizer dir written by
+    ``megameta tokenizer``, whose SentencePiece model must be there), any tokenizer files that
+    ``AutoTokenizer`` understands will do: a downloaded XLM-R dir may hold only ``tokenizer.json``.
+    """
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; anything else is passed to `torch.device`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def batches(n: int, size: int) -> Iterator[slice]:
@@ -95,14 +74,13 @@ def encode_padded(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.
 def fit_length(model_config, requested: int) -> int:
     """`requested` capped at the positions the model has.
 
-    XLM-R position ids start at ``pad_token_id + 1``, so a model with ``max_position_embeddings``
-    P takes at most ``P - pad_token_id - 1`` tokens (514 -> 512 for XLM-R base).
+    XLM-R position ids start at ``pad_token_id + 1`` (`positions_usable`: 514 -> 512 for XLM-R
+    base); a config without ``max_position_embeddings`` imposes no cap.
     """
     positions = getattr(model_config, "max_position_embeddings", None)
     if positions is None:
         return requested
-    offset = (getattr(model_config, "pad_token_id", None) or 0) + 1
-    return min(requested, positions - offset)
+    return min(requested, positions_usable(positions, getattr(model_config, "pad_token_id", None) or 0))
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

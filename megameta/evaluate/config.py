@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from megameta.data.corpus import LABELS
+from megameta.data.demo.sources import LABELS, udhr_file, wiki_file
 from megameta.errors import ConfigError
 
 #: The eight topic labels shared by the en/fr/es Wikipedia summaries (DESIGN.md section 5); the corpus
@@ -16,11 +16,11 @@ CLASSIFY_MODES = ("probe", "finetune")
 
 
 def _default_mlm_files() -> dict[str, list[str]]:
-    files = {lang: [f"wiki/{lang}/test.jsonl"] for lang in ("en", "fr", "es")}
+    files = {lang: [wiki_file(lang, "test")] for lang in ("en", "fr", "es")}
     # Ten held-out UDHR articles each: small, but the only held-out text in other scripts.
     files.update(
         {
-            lang: [f"udhr/heldout/{code}.jsonl"]
+            lang: [udhr_file("heldout", code)]
             for lang, code in (("ru", "rus"), ("ar", "arb"), ("zh", "cmn_hans"))
         }
     )

@@ -6,19 +6,23 @@ from __future__ import annotations
 import shutil
 
 from megameta.evaluate.config import EvalConfig
+from megameta.evaluate.report import key_metrics
 from megameta.layout import PhaseLayout
+
+#: key_metrics name -> TensorBoard tag under ``eval/`` (per-language keys keep their language).
+_TAGS = {"mlm_loss": "mlm_loss_{}", "acc": "topic_accuracy_{}", "retrieval": "retrieval_mean",
+         "same-script": "retrieval_same_script_mean", "cross-script": "retrieval_cross_script_mean"}  # fmt: skip
 
 
 def eval_suite_scalars(report: dict) -> dict[str, float]:
-    """TensorBoard scalars (``eval/*``) from an evaluation report."""
-    results = report["results"]
-    scalars = {f"eval/mlm_loss_{k}": v["loss"] for k, v in (results.get("mlm") or {}).items()}
-    for key in ("mean", "same_script_mean", "cross_script_mean"):
-        if (results.get("retrieval") or {}).get(key) is not None:
-            scalars[f"eval/retrieval_{key}"] = results["retrieval"][key]
-    for lang, v in ((results.get("classify") or {}).get("langs") or {}).items():
-        scalars[f"eval/topic_accuracy_{lang}"] = v["accuracy_mean"]
-    return scalars
+    """TensorBoard scalars (``eval/*``) from an evaluation report's key metrics (perplexity is left
+    out: it is the exponential of the MLM loss logged beside it)."""
+    out = {}
+    for key, value in key_metrics(report).items():
+        kind, _, lang = key.partition("[")
+        if kind in _TAGS:
+            out["eval/" + _TAGS[kind].format(lang.rstrip("]"))] = value
+    return out
 
 
 def run_eval_suite(

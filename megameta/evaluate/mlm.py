@@ -15,40 +15,11 @@ import os
 import torch
 from tqdm.auto import tqdm
 
+from megameta.data.demo.reader import load_documents
 from megameta.data.masking import IGNORE_INDEX
 from megameta.errors import InputError
-from megameta.evaluate.common import (
-    batches,
-    check_model_dir,
-    fit_length,
-    load_tokenizer,
-    quiet_hf,
-    read_jsonl,
-    require_file,
-)
+from megameta.evaluate.common import batches, check_model_dir, fit_length, load_model_tokenizer, quiet_hf
 from megameta.evaluate.config import EvalConfig
-
-
-def read_documents(path: str, max_docs: int) -> list[str]:
-    """Up to `max_docs` non-empty documents: the ``text`` field of a ``.jsonl``, else one per line."""
-    docs: list[str] = []
-    if path.endswith(".jsonl"):
-        for n, row in enumerate(read_jsonl(path), 1):
-            text = row.get("text")
-            if not isinstance(text, str):
-                raise InputError(f"{path}: record {n} has no string 'text' field")
-            if text.strip():
-                docs.append(text)
-            if len(docs) >= max_docs:
-                break
-    else:
-        with open(require_file(path), encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    docs.append(line.rstrip("\n"))
-                if len(docs) >= max_docs:
-                    break
-    return docs
 
 
 def pack_sequences(doc_ids: list[list[int]], max_len: int, bos: int, eos: int) -> list[list[int]]:
@@ -122,7 +93,7 @@ def evaluate_mlm(
     from transformers import AutoModelForMaskedLM
 
     check_model_dir(model_dir)
-    tok = load_tokenizer(model_dir)
+    tok = load_model_tokenizer(model_dir)
     with quiet_hf():
         model = AutoModelForMaskedLM.from_pretrained(model_dir)
     model.to(device).eval()
@@ -133,7 +104,7 @@ def evaluate_mlm(
         docs: list[str] = []
         for rel in files:
             path = rel if os.path.isabs(rel) else os.path.join(corpus_dir, rel)
-            docs.extend(read_documents(path, cfg.mlm_max_docs - len(docs)))
+            docs.extend(load_documents(path, cfg.mlm_max_docs - len(docs)))
             if len(docs) >= cfg.mlm_max_docs:
                 break
         if not docs:

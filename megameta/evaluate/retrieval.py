@@ -7,15 +7,13 @@ matched to the same article number, over the articles both languages have. Chanc
 
 from __future__ import annotations
 
-import json
-import os
 from itertools import permutations
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from megameta.errors import InputError
-from megameta.evaluate.common import check_model_dir, embed_texts, load_encoder, load_tokenizer, read_jsonl
+from megameta.data.demo.reader import load_udhr_heldout, udhr_scripts
+from megameta.evaluate.common import check_model_dir, embed_texts, load_encoder, load_model_tokenizer
 from megameta.evaluate.config import EvalConfig
 
 
@@ -43,27 +41,6 @@ def split_pairs_by_script(scripts: dict[str, str]) -> tuple[list[tuple[str, str]
     for a, b in permutations(scripts, 2):
         (same if scripts[a] == scripts[b] else cross).append((a, b))
     return same, cross
-
-
-def read_udhr_articles(path: str) -> dict[int, str]:
-    """article number -> text from a ``udhr/heldout/<code>.jsonl`` file (lines of one article joined)."""
-    articles: dict[int, list[str]] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
-        art, text = row.get("article"), row.get("text")
-        if not isinstance(art, int) or not isinstance(text, str):
-            raise InputError(f"{path}: record {n} needs an int 'article' and a string 'text'")
-        articles.setdefault(art, []).append(text)
-    return {art: "\n".join(parts) for art, parts in sorted(articles.items())}
-
-
-def read_scripts(corpus_dir: str, codes: list[str]) -> dict[str, str]:
-    """code -> script (``udhr/languages.json``); codes it does not list get ``"unknown"``."""
-    path = os.path.join(corpus_dir, "udhr", "languages.json")
-    if not os.path.isfile(path):
-        raise InputError(f"file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
-    return {c: str((meta.get(c) or {}).get("script") or "unknown") for c in codes}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -97,11 +74,9 @@ def evaluate_retrieval(
     """
     check_model_dir(model_dir)
     codes = cfg.retrieval_langs
-    texts = {}
-    for code in codes:
-        texts[code] = read_udhr_articles(os.path.join(corpus_dir, "udhr", "heldout", f"{code}.jsonl"))
-    scripts = read_scripts(corpus_dir, codes)
-    tok = load_tokenizer(model_dir)
+    texts = {code: load_udhr_heldout(corpus_dir, code) for code in codes}
+    scripts = udhr_scripts(corpus_dir, codes)
+    tok = load_model_tokenizer(model_dir)
     encoder = load_encoder(model_dir, device)
     emb: dict[str, dict[int, np.ndarray]] = {}
     for code in tqdm(codes, desc="retrieval embed", disable=not progress, leave=False):

@@ -20,6 +20,17 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 _SIZE_FIELDS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 
 
+def positions_usable(max_position_embeddings: int, pad_token_id: int) -> int:
+    """Longest sequence (tokens, ``<s>``/``</s>`` included) a RoBERTa-style position table allows.
+
+    RoBERTa numbers real tokens from ``pad_token_id + 1`` (rows up to ``pad_token_id`` are never
+    used by a real token), so ``max_position_embeddings`` rows hold
+    ``max_position_embeddings - pad_token_id - 1`` positions: 514 -> 512 for XLM-R. Zero or less
+    means the table is too small for any token.
+    """
+    return max_position_embeddings - pad_token_id - 1
+
+
 @dataclass
 class ModelConfig:
     """Architecture and execution options of the XLM-R-style masked language model."""
@@ -107,7 +118,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value < 0 or (self.vocab_size and value >= self.vocab_size):
                 raise ConfigError(f"{path}.{name}: must be in [0, vocab_size), got {value}")
-        if self.max_position_embeddings <= self.pad_token_id + 1:
+        if positions_usable(self.max_position_embeddings, self.pad_token_id) <= 0:
             raise ConfigError(
                 f"{path}.max_position_embeddings: must exceed pad_token_id + 1 ({self.pad_token_id + 1}), "
                 f"got {self.max_position_embeddings}"
@@ -126,5 +137,5 @@ class ModelConfig:
 
     @property
     def max_seq_len(self) -> int:
-        """Longest input sequence the position table allows."""
-        return self.max_position_embeddings - self.pad_token_id - 1
+        """Longest input sequence the position table allows (see `positions_usable`)."""
+        return positions_usable(self.max_position_embeddings, self.pad_token_id)

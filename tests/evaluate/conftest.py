@@ -1,12 +1,12 @@
-"""Fixtures for the evaluation tests: a tiny XLM-R model dir and a synthetic corpus dir."""
+"""Fixtures for the evaluation tests: a tiny XLM-R model dir and the suite's synthetic corpus."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
 import pytest
+from corpus_fixture import make_corpus
 
 WORDS = {
     "en": "the people read books about history art city river machine number god home food music war".split(),
@@ -14,7 +14,6 @@ WORDS = {
     "es": "la gente lee libros sobre historia arte ciudad río máquina número dios casa comida música".split(),
     "ru": "люди читают книги об истории искусство город река машина число бог дом еда музыка".split(),
 }
-LABELS = ["People", "Geography", "History", "Arts", "Technology", "Mathematics"]
 
 
 def _sentence(rng: random.Random, lang: str, n: int = 12) -> str:
@@ -61,39 +60,6 @@ def build_tiny_model_dir(path: str, seed: int = 0) -> str:
     return path
 
 
-def build_corpus_dir(path: str, seed: int = 0) -> str:
-    """Corpus in the fetch_demo_corpus layout: wiki/{en,fr,es}/*.jsonl and udhr/ for eng, fra, rus."""
-    rng = random.Random(seed)
-    for lang in ("en", "fr", "es"):
-        os.makedirs(os.path.join(path, "wiki", lang), exist_ok=True)
-        for split, n in (("train", 24), ("valid", 6), ("test", 12)):
-            with open(os.path.join(path, "wiki", lang, f"{split}.jsonl"), "w", encoding="utf-8") as f:
-                for i in range(n):
-                    label = None if i % 8 == 7 else LABELS[i % len(LABELS)]
-                    row = {
-                        "id": f"{lang}-{split}-{i}",
-                        "text": _sentence(rng, lang, 20),
-                        "topic": "t",
-                        "label": label,
-                    }
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    codes = {"eng": ("en", "Latn"), "fra": ("fr", "Latn"), "rus": ("ru", "Cyrl")}
-    os.makedirs(os.path.join(path, "udhr", "heldout"), exist_ok=True)
-    for code, (lang, _) in codes.items():
-        with open(os.path.join(path, "udhr", "heldout", f"{code}.jsonl"), "w", encoding="utf-8") as f:
-            for art in range(21, 31):
-                f.write(
-                    json.dumps({"id": f"{code}:{art}", "article": art, "text": _sentence(rng, lang)}) + "\n"
-                )
-    meta = {
-        c: {"bcp47": lang, "iso6393": c, "name": c, "direction": "ltr", "script": s}
-        for c, (lang, s) in codes.items()
-    }
-    with open(os.path.join(path, "udhr", "languages.json"), "w", encoding="utf-8") as f:
-        json.dump(meta, f)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_model")))
@@ -101,4 +67,6 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory) -> str:
-    return build_corpus_dir(str(tmp_path_factory.mktemp("tiny_corpus")))
+    # 48 training articles per language (12 test), every 8th unlabeled: the classifier sees 42 labeled
+    # training and 11 labeled test articles per language.
+    return str(make_corpus(tmp_path_factory.mktemp("tiny_corpus"), docs_per_lang=48, unlabeled_every=8))

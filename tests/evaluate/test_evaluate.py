@@ -15,6 +15,8 @@ from megameta.evaluate import (
     EvalConfig,
     accuracy,
     compare_reports,
+    format_key_metrics,
+    key_metrics,
     majority_baseline,
     mean_std,
     retrieval_accuracy,
@@ -106,6 +108,19 @@ def test_eval_mask_never_touches_special_and_is_seeded():
     assert torch.equal(eval_mask(ids, maskable, 0.25, 99, seed=7)[0], masked)
 
 
+def test_fit_length_caps_at_the_roberta_position_offset():
+    from types import SimpleNamespace
+
+    from megameta.evaluate.common import fit_length
+    from megameta.model.config import ModelConfig, positions_usable
+
+    assert positions_usable(514, 1) == 512 == ModelConfig().max_seq_len  # XLM-R base
+    xlmr = SimpleNamespace(max_position_embeddings=514, pad_token_id=1)
+    assert fit_length(xlmr, 1024) == 512 and fit_length(xlmr, 128) == 128
+    assert fit_length(SimpleNamespace(max_position_embeddings=40, pad_token_id=None), 64) == 39
+    assert fit_length(SimpleNamespace(), 64) == 64  # no position table: no cap
+
+
 def test_pack_sequences_keeps_every_token():
     seqs = pack_sequences([[5, 6, 7], [8, 9]], max_len=4, bos=0, eos=2)
     assert all(len(s) <= 4 and s[0] == 0 and s[-1] == 2 for s in seqs)
@@ -161,9 +176,33 @@ def _fake_report(en: float, fr: float, cross: float, loss: float) -> dict:
         "results": {
             "classify": {"train_lang": "en", "langs": langs},
             "retrieval": {"mean": cross, "same_script_mean": None, "cross_script_mean": cross},
-            "mlm": {"en": {"loss": loss}},
+            "mlm": {"en": {"loss": loss, "perplexity": math.exp(loss)}},
         }
     }
+
+
+def test_key_metrics_names_and_the_key_numbers_line():
+    report = _fake_report(0.6012, 0.2731, 0.1034, math.log(661.2))
+    report["results"]["retrieval"].update(mean=0.1134, same_script_mean=0.1705)
+    metrics = key_metrics(report)
+    assert list(metrics) == [
+        "ppl[en]",
+        "mlm_loss[en]",
+        "retrieval",
+        "same-script",
+        "cross-script",
+        "acc[en]",
+        "acc[fr]",
+    ]
+    assert metrics["ppl[en]"] == pytest.approx(661.2) and metrics["mlm_loss[en]"] == pytest.approx(
+        math.log(661.2)
+    )
+    assert (metrics["retrieval"], metrics["same-script"], metrics["acc[fr]"]) == (0.1134, 0.1705, 0.2731)
+    line = "ppl[en]=661 retrieval=0.113 same-script=0.171 cross-script=0.103 acc[en]=0.601 acc[fr]=0.273"
+    assert format_key_metrics(metrics) == line  # the pipeline's "key numbers" format, as in the README
+    report["results"]["retrieval"]["same_script_mean"] = None  # no same-script pair: no entry
+    assert "same-script" not in key_metrics(report)
+    assert key_metrics({"results": {}}) == {} and format_key_metrics({}) == "(see report)"
 
 
 def test_compare_reports_table_and_differences(tmp_path):
@@ -171,12 +210,13 @@ def test_compare_reports_table_and_differences(tmp_path):
     base = [_fake_report(0.8, 0.40, 0.51, 3.0), _fake_report(0.8, 0.42, 0.5, 3.1)]
     cmp = compare_reports({"baseline": base, "meta": meta}, str(tmp_path))
     assert cmp["groups"] == ["meta", "baseline"]
-    fr = cmp["metrics"]["classify.fr"]
+    fr = cmp["metrics"]["acc[fr]"]
     assert fr["diff"] == pytest.approx(0.2) and fr["verdict"].startswith("meta better")
-    assert cmp["metrics"]["retrieval.cross_script_mean"]["verdict"].startswith("within noise")
-    assert cmp["metrics"]["classify.en"]["verdict"] == "identical"
-    assert "retrieval.same_script_mean" not in cmp["metrics"]  # absent (None) in the reports
-    assert cmp["summary"]["meta_better"] == ["classify.fr"]
+    assert cmp["metrics"]["cross-script"]["verdict"].startswith("within noise")
+    assert cmp["metrics"]["acc[en]"]["verdict"] == "identical"
+    assert "same-script" not in cmp["metrics"]  # absent (None) in the reports
+    assert "ppl[en]" not in cmp["metrics"] and not cmp["metrics"]["mlm_loss[en]"]["higher_is_better"]
+    assert cmp["summary"]["meta_better"] == ["acc[fr]"]
     md = (tmp_path / "comparison.md").read_text()
     assert "| topic accuracy fr (zero-shot transfer) | 0.610" in md and "+0.200" in md
     assert (tmp_path / "comparison.png").stat().st_size > 0

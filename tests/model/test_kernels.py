@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from megameta import kernels
-from megameta.kernels import build_adamw, detect_kernels, format_kernel_report, layer_norm_class
+from megameta.kernels import (
+    build_adamw,
+    detect_kernels,
+    format_kernel_report,
+    layer_norm_class,
+    resolve_device,
+)
 
 KERNELS = {"attention", "layer_norm", "optimizer", "mixed_precision", "compile"}
 
@@ -57,6 +63,14 @@ def test_build_adamw_on_cpu_returns_a_foreach_adamw_that_steps() -> None:
     (torch.ones(2, 4) @ weight + bias).sum().backward()
     opt.step()
     assert torch.all(weight < 1.0) and torch.all(bias < 0.0)
+
+
+def test_resolve_device_auto_none_and_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_device("cpu") == torch.device("cpu") == resolve_device(torch.device("cpu"))
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # named devices pass through unchecked
+    for available, expected in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert resolve_device("auto") == resolve_device(None) == torch.device(expected)
 
 
 def test_layer_norm_class_on_cpu_is_torch() -> None:
