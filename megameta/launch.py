@@ -25,30 +25,13 @@ def _tool(name: str) -> str:
     return found
 
 
+# Each launcher's line, as a user would type it (``*args`` are megameta's: the verb and its flags).
 def _deepspeed(n: int, port: int, args: list[str]) -> list[str]:
-    return [
-        _tool("deepspeed"),
-        "--num_gpus",
-        str(n),
-        "--master_port",
-        str(port),
-        "--module",
-        "megameta.cli",
-        *args,
-    ]
+    return [_tool("deepspeed"), "--num_gpus", str(n), "--master_port", str(port), "--module", "megameta.cli", *args]  # fmt: skip
 
 
 def _torchrun(n: int, port: int, args: list[str]) -> list[str]:
-    return [
-        _tool("torchrun"),
-        "--nproc_per_node",
-        str(n),
-        "--master_port",
-        str(port),
-        "-m",
-        "megameta.cli",
-        *args,
-    ]
+    return [_tool("torchrun"), "--nproc_per_node", str(n), "--master_port", str(port), "-m", "megameta.cli", *args]  # fmt: skip
 
 
 def _mpirun(n: int, port: int, args: list[str]) -> list[str]:

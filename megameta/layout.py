@@ -35,64 +35,41 @@ CHECKPOINTS = "checkpoints"
 TOKENIZER = "tokenizer"
 
 
+def _path(*parts: str) -> property:
+    """A read-only attribute: ``parts`` joined under the layout's root."""
+    return property(lambda self: self.root.joinpath(*parts))
+
+
 @dataclass(frozen=True)
 class PhaseLayout:
-    """The paths of one phase's dir."""
+    """The paths of one phase's dir (``<run_dir>/<phase>``)."""
 
-    dir: Path
+    root: Path
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.dir / CHECKPOINTS
-
-    @property
-    def done(self) -> Path:
-        return self.dir / DONE
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "config.yaml"
-
-    @property
-    def ds_config(self) -> Path:
-        return self.dir / "ds_config.json"
+    checkpoints = _path(CHECKPOINTS)
+    done = _path(DONE)
+    config = _path("config.yaml")
+    ds_config = _path("ds_config.json")
+    tokenizer = _path(TOKENIZER)
+    train_log = _path("train_log.jsonl")
+    tensorboard = _path("tensorboard")
+    heartbeats = _path("heartbeat")
+    hf = _path("hf")
+    eval = _path("eval")
+    report = _path("eval", "report.json")
 
     @property
-    def tokenizer(self) -> Path:
-        return self.dir / TOKENIZER
-
-    @property
-    def train_log(self) -> Path:
-        return self.dir / "train_log.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.dir / "tensorboard"
-
-    @property
-    def heartbeats(self) -> Path:
-        return self.dir / "heartbeat"
+    def dir(self) -> Path:
+        return self.root
 
     def heartbeat(self, rank: int) -> Path:
-        return self.heartbeats / f"rank{rank}"
+        return self.root / "heartbeat" / f"rank{rank}"
 
     def sample_log(self, rank: int) -> Path:
-        return self.dir / "samples" / f"rank{rank}.jsonl"
+        return self.root / "samples" / f"rank{rank}.jsonl"
 
     def eval_suite(self, tag: str) -> Path:
-        return self.dir / "eval_suite" / tag
-
-    @property
-    def hf(self) -> Path:
-        return self.dir / "hf"
-
-    @property
-    def eval(self) -> Path:
-        return self.dir / "eval"
-
-    @property
-    def report(self) -> Path:
-        return self.eval / "report.json"
+        return self.root / "eval_suite" / tag
 
 
 @dataclass(frozen=True)
@@ -101,29 +78,15 @@ class RunLayout:
 
     root: Path
 
+    tokenizer = _path(TOKENIZER)
+    shards = _path("shards")
+    pipeline_config = _path("pipeline_config.yaml")
+    logs = _path("logs")
+    comparison = _path("comparison")
+
     @classmethod
     def of(cls, run_dir: str | Path) -> RunLayout:
         return cls(Path(run_dir))
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / TOKENIZER
-
-    @property
-    def shards(self) -> Path:
-        return self.root / "shards"
-
-    @property
-    def pipeline_config(self) -> Path:
-        return self.root / "pipeline_config.yaml"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def comparison(self) -> Path:
-        return self.root / "comparison"
 
     def phase(self, name: str) -> PhaseLayout:
         return PhaseLayout(self.root / name)

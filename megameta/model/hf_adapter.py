@@ -32,9 +32,29 @@ TIED = {
 _HF_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+#: ModelConfig field -> Hugging Face config key: the one mapping, read in both directions.
+HF_NAMES = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "pad_token_id": "pad_token_id",
+    "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",
+    "layer_norm_eps": "layer_norm_eps",
+    "hidden_dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "initializer_range": "initializer_range",
+}
+#: What every config we write fixes, and what we require of one we read (``type_vocab_size``...).
+HF_FIXED = {"hidden_act": "gelu", "type_vocab_size": 1, "tie_word_embeddings": True, "is_decoder": False}
+
+
 def hf_config_dict(cfg: ModelConfig, dtype: str = "fp32") -> dict:
     """The ``config.json`` of an ``XLMRobertaForMaskedLM`` with ``cfg``'s architecture, weights stored in
-    ``dtype`` (fp32, bf16, fp16). The one ModelConfig -> HF mapping; needs no transformers import."""
+    ``dtype`` (fp32, bf16, fp16). Needs no transformers import."""
     from importlib.metadata import version
 
     cfg = cfg.resolved()
@@ -44,23 +64,8 @@ def hf_config_dict(cfg: ModelConfig, dtype: str = "fp32") -> dict:
     return {
         "architectures": ["XLMRobertaForMaskedLM"],
         "model_type": "xlm-roberta",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": 1,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": cfg.pad_token_id,
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id,
-        "tie_word_embeddings": True,
-        "is_decoder": False,
+        **{hf: getattr(cfg, ours) for ours, hf in HF_NAMES.items()},
+        **HF_FIXED,
         "add_cross_attention": False,
         "classifier_dropout": None,
         "use_cache": True,
@@ -82,28 +87,10 @@ def to_hf_config(cfg: ModelConfig) -> XLMRobertaConfig:
 
 def from_hf_config(hf_cfg: XLMRobertaConfig) -> ModelConfig:
     """``ModelConfig`` (preset "custom") for a Hugging Face XLM-R config this model can represent."""
-    if getattr(hf_cfg, "hidden_act", "gelu") != "gelu":
-        raise ConfigError(f"hf_config.hidden_act: only exact 'gelu' is supported, got {hf_cfg.hidden_act!r}")
-    if getattr(hf_cfg, "type_vocab_size", 1) != 1:
-        raise ConfigError(f"hf_config.type_vocab_size: must be 1, got {hf_cfg.type_vocab_size}")
-    if getattr(hf_cfg, "is_decoder", False):
-        raise ConfigError("hf_config.is_decoder: must be False (bidirectional encoder)")
-    cfg = ModelConfig(
-        preset="custom",
-        vocab_size=hf_cfg.vocab_size,
-        hidden_size=hf_cfg.hidden_size,
-        num_layers=hf_cfg.num_hidden_layers,
-        num_heads=hf_cfg.num_attention_heads,
-        intermediate_size=hf_cfg.intermediate_size,
-        max_position_embeddings=hf_cfg.max_position_embeddings,
-        pad_token_id=hf_cfg.pad_token_id,
-        bos_token_id=hf_cfg.bos_token_id,
-        eos_token_id=hf_cfg.eos_token_id,
-        layer_norm_eps=hf_cfg.layer_norm_eps,
-        hidden_dropout=hf_cfg.hidden_dropout_prob,
-        attention_dropout=hf_cfg.attention_probs_dropout_prob,
-        initializer_range=hf_cfg.initializer_range,
-    )
+    for key, want in HF_FIXED.items():
+        if key != "tie_word_embeddings" and getattr(hf_cfg, key, want) != want:
+            raise ConfigError(f"hf_config.{key}: this encoder needs {want!r}, got {getattr(hf_cfg, key)!r}")
+    cfg = ModelConfig(preset="custom", **{ours: getattr(hf_cfg, hf) for ours, hf in HF_NAMES.items()})
     cfg.validate("hf_config")
     return cfg
 
