@@ -65,6 +65,11 @@ def model_config(cfg: RunConfig):
         else:  # SentencePiece pieces + the id offset + <mask>, as Vocab lays them out
             mc.vocab_size = cfg.tokenizer.vocab_size + Vocab.OFFSET + 1
     mc.validate("model")
+    if cfg.data.max_seq_len > mc.max_seq_len:
+        raise ConfigError(
+            f"data.max_seq_len: {cfg.data.max_seq_len} tokens need model.max_position_embeddings >= "
+            f"{cfg.data.max_seq_len + mc.pad_token_id + 1}, got {mc.max_position_embeddings}"
+        )
     return mc
 
 
@@ -153,7 +158,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
     ckpt = mc.activation_checkpointing
     fpt = flops_per_token(mc, seq, cfg.data.mask_prob)
     peak = cluster.gpu.peak_tflops(cfg.train.precision)
-    ckpt_bytes = mem.checkpoint_bytes(n_params, z)
+    ckpt_bytes = mem.checkpoint_bytes(n_params, z, cluster.world)
     phases = []
     for phase in cfg.phases + cfg.baseline:
         steps = phase_budget_steps(cfg, phase, global_batch)
@@ -177,7 +182,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
         )
     main = [p for p in phases if not p["baseline"]]
     return {
-        "config": str(cfg.run_dir),
+        "run_dir": str(cfg.run_dir),
         "cluster": {
             "nodes": cluster.nodes,
             "gpus_per_node": cluster.gpus_per_node,

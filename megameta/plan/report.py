@@ -42,7 +42,7 @@ def render(plan: dict) -> str:
     states = mem["model_states"]
     offload = [k for k in ("optimizer", "param") if b[f"offload_{k}"]]
     out = [
-        f"plan for {plan['config']}",
+        f"plan for {plan['run_dir']}",
         f"cluster   {c['nodes']} node(s) x {c['gpus_per_node']} {c['gpu']} = {c['world']} GPUs, "
         f"{c['gpu_memory_gib']:g} GiB each, peak {c['peak_tflops']:g} TFLOP/s ({b['precision']}), "
         f"MFU {c['mfu']:.0%}",

@@ -167,6 +167,14 @@ def test_json_parses_and_matches_flags():
     assert meta["hours"] == pytest.approx(expected)
 
 
+def test_sequence_longer_than_the_position_table_exits_2(monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(
+        ConfigError, match=r"data.max_seq_len: 1024 tokens need model.max_position_embeddings >= 1026"
+    ):
+        run_plan(recipe("xlmr_base", "data.max_seq_len=1024"), nodes=4, gpus_per_node=8)
+
+
 def test_bad_flags_exit_2():
     for flags, field in ((["--gpu", "tpu-v9"], "--gpu"), (["--gpu-memory", "lots"], "--gpu-memory"),
                          (["--mfu", "1.5"], "--mfu")):  # fmt: skip
@@ -181,3 +189,27 @@ def test_batch_settings_are_checked_by_the_trainers_arithmetic(monkeypatch):
     cfg = recipe("xlmr_base", "train.grad_accum=2")  # loads, but 64 x 2 x 32 GPUs = 4096, not 8192
     with pytest.raises(ConfigError, match=r"train.global_batch_size: 8192 != .* = 4096 .*world of 64"):
         run_plan(cfg, nodes=4, gpus_per_node=8)
+
+
+def test_data_readiness_names_raw_hf_and_missing_sources(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "train.txt").write_text("hello world\n" * 100)
+    cfg = load_config(
+        str(REPO / "configs" / "demo" / "pipeline.yaml"),
+        [
+            f"corpus.dir={tmp_path}",
+            f"run_dir={tmp_path / 'run'}",
+            "data.sources={en: [en/train.txt], fr: [fr/train.txt], es: ['hf:some/dataset']}",
+            "data.valid_sources={}",
+            "phases=[{name: meta, langs: [en], steps: 4}, {name: x, langs: [en, fr, es], steps: 4}]",
+            "baseline=[]",
+        ],
+    )
+    rows = {d["lang"]: d for d in json.loads(run_plan(cfg, as_json=True)[0])["data"]}
+    assert list(rows) == ["en", "fr", "es"]
+    assert rows["en"]["status"] == "raw" and rows["en"]["bytes"] == 1200 and not rows["en"]["missing"]
+    assert rows["fr"]["status"] == "missing" and rows["fr"]["missing"] == [str(tmp_path / "fr" / "train.txt")]
+    assert rows["es"]["status"] == "hf"
+    text, code = run_plan(cfg)
+    assert code == 0 and f"missing fr: {tmp_path / 'fr' / 'train.txt'}" in text
