@@ -133,7 +133,7 @@ def cmd_pipeline(args) -> int:
 def cmd_plan(args) -> int:
     from megameta.plan import run_plan
 
-    text, code = run_plan(
+    text, error = run_plan(
         _load(args),
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
@@ -143,7 +143,10 @@ def cmd_plan(args) -> int:
         as_json=args.json,
     )
     print(text, flush=True)
-    return code
+    if error:  # the table first, so the user sees by how much it does not fit
+        print(f"megameta plan: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    return 0
 
 
 def cmd_inspect(args) -> int:

@@ -21,8 +21,9 @@ def run_plan(
     gpu_memory: str | None = None,
     mfu: float = 0.45,
     as_json: bool = False,
-) -> tuple[str, int]:
-    """(text to print, exit code): 0 when the run fits, 2 (after the table) when a field must change.
+) -> tuple[str, str | None]:
+    """(text to print, error): the table (or JSON) and None when the run fits; with the one-line
+    message naming the field to change when it does not (the caller exits 2 after printing both).
 
     Batch settings that disagree with the world size raise ConfigError before any table.
     """
@@ -42,9 +43,4 @@ def run_plan(
     except ConfigError as e:
         error = str(e)
     plan["ok"], plan["error"] = error is None, error
-    text = (
-        json.dumps(plan, indent=2)
-        if as_json
-        else render(plan) + (f"\n\nDOES NOT FIT: {error}" if error else "")
-    )
-    return text, 0 if error is None else 2
+    return (json.dumps(plan, indent=2) if as_json else render(plan)), error

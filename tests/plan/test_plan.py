@@ -32,8 +32,8 @@ def recipe(name: str, *overrides: str):
 def test_recipe_loads_and_plans(name, monkeypatch):
     monkeypatch.chdir(REPO)  # ds_configs/ paths in the recipes are relative to the checkout
     cfg = recipe(name)
-    text, code = run_plan(cfg, nodes=RECIPES[name], gpus_per_node=8)
-    assert code == 0, text
+    text, error = run_plan(cfg, nodes=RECIPES[name], gpus_per_node=8)
+    assert error is None, text
     for section in ("memory per GPU", "largest micro-batch that fits", "xlingual", "100 languages", "data"):
         assert section in text
     plan = json.loads(run_plan(cfg, nodes=RECIPES[name], gpus_per_node=8, as_json=True)[0])
@@ -129,8 +129,20 @@ def test_micro_batch_that_cannot_fit_exits_2_naming_the_field():
         "plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "16GB"
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "train.micro_batch_size" in proc.stdout and "largest micro-batch that fits is" in proc.stdout
-    assert "memory per GPU" in proc.stdout  # the table is still printed
+    assert "train.micro_batch_size" in proc.stderr and "largest micro-batch that fits is" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "memory per GPU" in proc.stdout  # the table is still printed
+    proc = megameta(
+        "plan",
+        "--config",
+        "configs/xlmr_large/pipeline.yaml",
+        "--nodes",
+        "8",
+        "--gpu-memory",
+        "16GB",
+        "--json",
+    )
+    plan = json.loads(proc.stdout)
+    assert proc.returncode == 2 and plan["ok"] is False and plan["error"].startswith("train.micro_batch_size")
 
 
 def test_model_states_that_cannot_fit_exit_2_naming_the_field():
@@ -138,7 +150,7 @@ def test_model_states_that_cannot_fit_exit_2_naming_the_field():
         "plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "2GB"
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "train.deepspeed_config" in proc.stdout and "zero3" in proc.stdout
+    assert "train.deepspeed_config" in proc.stderr and "zero3" in proc.stderr
 
 
 def test_batch_world_mismatch_exits_2_naming_the_field():
@@ -211,5 +223,5 @@ def test_data_readiness_names_raw_hf_and_missing_sources(tmp_path, monkeypatch):
     assert rows["en"]["status"] == "raw" and rows["en"]["bytes"] == 1200 and not rows["en"]["missing"]
     assert rows["fr"]["status"] == "missing" and rows["fr"]["missing"] == [str(tmp_path / "fr" / "train.txt")]
     assert rows["es"]["status"] == "hf"
-    text, code = run_plan(cfg)
-    assert code == 0 and f"missing fr: {tmp_path / 'fr' / 'train.txt'}" in text
+    text, error = run_plan(cfg)
+    assert error is None and f"missing fr: {tmp_path / 'fr' / 'train.txt'}" in text
