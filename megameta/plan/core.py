@@ -159,6 +159,8 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
     fpt = flops_per_token(mc, seq, cfg.data.mask_prob)
     peak = cluster.gpu.peak_tflops(cfg.train.precision)
     ckpt_bytes = mem.checkpoint_bytes(n_params, z, cluster.world)
+    # Seconds of compute per optimizer step at the stated MFU; phase hours follow from it.
+    step_seconds = fpt * global_batch * seq / (cluster.world * peak * 1e12 * cluster.mfu)
     phases = []
     for phase in cfg.phases + cfg.baseline:
         steps = phase_budget_steps(cfg, phase, global_batch)
@@ -174,7 +176,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
                 "alpha": phase.alpha if phase.alpha is not None else cfg.data.alpha,
                 "steps": steps,
                 "tokens": tokens,
-                "hours": fpt * tokens / (cluster.world * peak * 1e12 * cluster.mfu) / 3600,
+                "hours": steps * step_seconds / 3600,
                 "checkpoints_kept": final_kept,
                 "checkpoints_peak": peak_kept,
                 "disk_bytes": peak_kept * ckpt_bytes["total"],
@@ -208,6 +210,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
             "global_batch": global_batch,
             "seq_len": seq,
             "tokens_per_step": global_batch * seq,
+            "step_seconds": step_seconds,
             "precision": cfg.train.precision,
             "zero_stage": z.stage,
             "offload_optimizer": z.offload_optimizer,

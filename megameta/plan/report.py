@@ -50,7 +50,8 @@ def render(plan: dict) -> str:
         f"vocab {m['vocab']:,}: {m['params']:,} parameters; "
         f"{m['flops_per_token'] / 1e9:.2f} GFLOP/token (masked-only head)",
         f"batch     {b['micro_batch']} micro x {b['grad_accum']} accum x {c['world']} GPUs = "
-        f"{b['global_batch']:,} sequences x {b['seq_len']} = {b['tokens_per_step']:,} tokens/step; "
+        f"{b['global_batch']:,} sequences x {b['seq_len']} = {b['tokens_per_step']:,} tokens/step "
+        f"(~{b['step_seconds']:.3g} s at the MFU); "
         f"ZeRO-{b['zero_stage']}{' offload ' + '+'.join(offload) if offload else ''}, "
         f"activation checkpointing {'on' if b['activation_checkpointing'] else 'off'}",
         "",

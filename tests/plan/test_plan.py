@@ -21,7 +21,27 @@ from megameta.plan.memory import (
     model_states,
 )
 
-RECIPES = {"xlmr_base": 4, "xlmr_large": 8}  # recipe -> nodes of 8 GPUs it is planned for
+RECIPES = {"xlmr_base": 4, "xlmr_large": 8}
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`megameta ARGS` in this process (the verb's code path without an interpreter start per call)."""
+    from megameta.cli import main
+
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> Result:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run  # recipe -> nodes of 8 GPUs it is planned for
 
 
 def recipe(name: str, *overrides: str):
@@ -68,17 +88,22 @@ def test_param_count_equals_transformers(preset, layers, hidden, heads, ffn):
     assert ours == sum(p.numel() for p in hf.parameters())  # parameters() counts tied weights once
 
 
+@pytest.fixture(scope="module")
+def large_counts() -> tuple[int, int]:
+    return count_params(model_config(recipe("xlmr_large")))
+
+
 @pytest.mark.parametrize("world", [(1, 2), (1, 8), (4, 8), (16, 8)])
 @pytest.mark.parametrize(
     ("stage", "offload_opt", "offload_param"), [(2, False, False), (2, True, False), (3, False, False),
                                                 (3, True, False), (3, True, True)]
 )  # fmt: skip
-def test_model_states_within_10_percent_of_deepspeed(world, stage, offload_opt, offload_param):
+def test_model_states_within_10_percent_of_deepspeed(world, stage, offload_opt, offload_param, large_counts):
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     nodes, gpn = world
-    n_params, largest = count_params(model_config(recipe("xlmr_large")))
+    n_params, largest = large_counts
     ours = model_states(n_params, largest, ZeroSetup(stage, "bf16", offload_opt, offload_param), nodes * gpn)
     if stage == 2:
         _, theirs = estimate_zero2_model_states_mem_needs(n_params, gpn, nodes, cpu_offload=offload_opt)
@@ -124,14 +149,12 @@ def test_kept_checkpoints_replays_pruning():
     assert kept_checkpoints(10, 2, 1, 4) == (3, 3)  # 4 and 8 (keep_every) survive beside 10
 
 
-def test_micro_batch_that_cannot_fit_exits_2_naming_the_field():
-    proc = megameta(
-        "plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "16GB"
-    )
+def test_micro_batch_that_cannot_fit_exits_2_naming_the_field(cli):
+    proc = cli("plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "16GB")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "train.micro_batch_size" in proc.stderr and "largest micro-batch that fits is" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "memory per GPU" in proc.stdout  # the table is still printed
-    proc = megameta(
+    proc = cli(
         "plan",
         "--config",
         "configs/xlmr_large/pipeline.yaml",
@@ -145,10 +168,8 @@ def test_micro_batch_that_cannot_fit_exits_2_naming_the_field():
     assert proc.returncode == 2 and plan["ok"] is False and plan["error"].startswith("train.micro_batch_size")
 
 
-def test_model_states_that_cannot_fit_exit_2_naming_the_field():
-    proc = megameta(
-        "plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "2GB"
-    )
+def test_model_states_that_cannot_fit_exit_2_naming_the_field(cli):
+    proc = cli("plan", "--config", "configs/xlmr_large/pipeline.yaml", "--nodes", "8", "--gpu-memory", "2GB")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "train.deepspeed_config" in proc.stderr and "zero3" in proc.stderr
 
@@ -160,8 +181,8 @@ def test_batch_world_mismatch_exits_2_naming_the_field():
     assert proc.stderr.count("\n") == 1  # one line
 
 
-def test_json_parses_and_matches_flags():
-    proc = megameta(
+def test_json_parses_and_matches_flags(cli):
+    proc = cli(
         "plan", "--config", "configs/xlmr_base/pipeline.yaml", "--nodes", "2", "--gpus-per-node", "8",
         "--gpu", "a100-80gb", "--mfu", "0.4", "--json", "train.grad_accum=8",
     )  # fmt: skip
@@ -187,10 +208,10 @@ def test_sequence_longer_than_the_position_table_exits_2(monkeypatch):
         run_plan(recipe("xlmr_base", "data.max_seq_len=1024"), nodes=4, gpus_per_node=8)
 
 
-def test_bad_flags_exit_2():
+def test_bad_flags_exit_2(cli):
     for flags, field in ((["--gpu", "tpu-v9"], "--gpu"), (["--gpu-memory", "lots"], "--gpu-memory"),
                          (["--mfu", "1.5"], "--mfu")):  # fmt: skip
-        proc = megameta("plan", "--config", "configs/demo/pipeline.yaml", *flags)
+        proc = cli("plan", "--config", "configs/demo/pipeline.yaml", *flags)
         assert proc.returncode == 2 and field in proc.stderr, (flags, proc.stderr)
 
 
