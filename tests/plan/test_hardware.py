@@ -72,3 +72,13 @@ def test_metrics_uses_the_table(monkeypatch):
     assert peak_tflops(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     assert peak_tflops(torch.device("cuda", 0)) == 756.0
+
+
+def test_importing_the_table_does_not_import_torch():
+    import subprocess
+    import sys
+
+    from helpers import REPO, cli_env
+
+    code = "import sys, megameta.hardware; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=REPO).returncode == 0
