@@ -8,7 +8,7 @@ FFN 3072, vocabulary 250002, sequence 512.
 Model FLOPs per token come from ``megameta.model.flops_per_token`` and are the same for both
 models (the useful work of a masked-LM step):
 ``6 * L * (4 H^2 + 2 H F) + 12 * L * H * T + 6 * 0.15 * (H^2 + H V)``.
-MFU = achieved model TFLOP/s / peak dense bf16 TFLOP/s of the GPU (``PEAK_TFLOPS`` by device
+MFU = achieved model TFLOP/s / peak dense bf16 TFLOP/s of the GPU (``megameta.hardware`` by device
 name, or ``--peak-tflops``).
 
 Without a CUDA GPU it prints "bench/gpu_throughput.py needs a CUDA GPU; none found" and exits
@@ -27,16 +27,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from megameta.hardware import peak_tflops_for  # noqa: E402
 from megameta.train.dist import free_port  # noqa: E402
-
-#: dense bf16 peak TFLOP/s (no sparsity), matched as a substring of torch.cuda.get_device_name()
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
 
 def _peak(name: str, override: float | None) -> float | None:
     if override:
         return override
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return peak_tflops_for(name, "bf16")
 
 
 def _train(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int) -> float:

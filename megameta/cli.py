@@ -131,6 +131,25 @@ def cmd_pipeline(args) -> int:
     return run_pipeline(_load(args), with_baseline=args.with_baseline)
 
 
+def cmd_plan(args) -> int:
+    from megameta.plan import run_plan
+
+    text, error = run_plan(
+        _load(args),
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        gpu=args.gpu,
+        gpu_memory=args.gpu_memory,
+        mfu=args.mfu,
+        as_json=args.json,
+    )
+    print(text, flush=True)
+    if error:  # the table first, so the user sees by how much it does not fit
+        print(f"megameta plan: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from megameta.inspect import inspect_path
 
@@ -209,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-baseline", action="store_true", help="also train and evaluate the single-phase baseline"
     )
     p.set_defaults(fn=cmd_pipeline)
+
+    p = sub.add_parser(
+        "plan", help="will a cluster run fit, how long, what it writes, is the data there (no GPU needed)"
+    )
+    _config_args(p)
+    p.add_argument("--nodes", type=int, default=1, help="machines (default 1)")
+    p.add_argument("--gpus-per-node", type=int, help="GPUs per machine (default: launch.nproc)")
+    p.add_argument(
+        "--gpu", default="h100-sxm", help="GPU model: a100-40gb, a100-80gb, h100-sxm, h100-pcie, h200, ..."
+    )
+    p.add_argument("--gpu-memory", help="memory per GPU, e.g. 80GB (default: the GPU model's)")
+    p.add_argument("--mfu", type=float, default=0.45, help="model FLOPs utilization to plan wall time with")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (for scripts)")
+    p.set_defaults(fn=cmd_plan)
 
     p = sub.add_parser("inspect", help="summary of a shard dir, a checkpoint dir or the environment")
     p.add_argument("path", nargs="?", help="shard dir or phase/checkpoint dir")

@@ -36,9 +36,18 @@ def _set(ds: dict, key: str, value, source: str, template: str, conflicts: list[
 
 
 def render_ds_config(
-    train: TrainConfig, world_size: int, grad_clip: float, fp16_supported: bool, bf16_supported: bool = True
+    train: TrainConfig,
+    world_size: int,
+    grad_clip: float,
+    fp16_supported: bool,
+    bf16_supported: bool = True,
+    check_ops: bool = True,
 ) -> dict:
-    """The DeepSpeed config dict this run uses. Raises ConfigError on conflicts."""
+    """The DeepSpeed config dict this run uses. Raises ConfigError on conflicts.
+
+    ``check_ops=False`` skips the build check of the offload op (``megameta plan`` renders the
+    config on a login node, not where the op is built).
+    """
     ds = load_template(train.deepspeed_config)
     template = train.deepspeed_config
     conflicts: list[str] = []
@@ -107,7 +116,7 @@ def render_ds_config(
         ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     if conflicts:
         raise ConfigError("DeepSpeed config conflicts with the run config: " + "; ".join(conflicts))
-    if uses_offload(ds):
+    if check_ops and uses_offload(ds):
         check_offload_op(template)
     return ds
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,19 +29,15 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-# Dense bf16 peak TFLOP/s per device, for MFU (override with MEGAMETA_PEAK_TFLOPS).
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "V100": 125.0}
+def peak_tflops(device: torch.device, precision: str = "bf16") -> float | None:
+    """Dense peak TFLOP/s of ``device`` for MFU (``megameta.hardware``; MEGAMETA_PEAK_TFLOPS overrides)."""
+    from megameta.hardware import PEAK_ENV, peak_tflops_for
 
-
-def peak_tflops(device: torch.device) -> float | None:
-    import os
-
-    if "MEGAMETA_PEAK_TFLOPS" in os.environ:
-        return float(os.environ["MEGAMETA_PEAK_TFLOPS"])
+    if PEAK_ENV in os.environ:
+        return float(os.environ[PEAK_ENV])
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return peak_tflops_for(torch.cuda.get_device_name(device), precision)
 
 
 class StepWindow:
