@@ -3,7 +3,7 @@
 Everything is computed from the config on any machine in seconds: the model is built on the
 meta device (shapes, no memory), the DeepSpeed config is rendered by the trainer's own
 ``render_ds_config`` (so the batch arithmetic and its errors are the trainer's), steps per phase
-come from the trainer's ``phase_budget_steps``, FLOPs per token from the model's
+come from ``RunConfig.resolve_phase`` (what the trainer runs), FLOPs per token from the model's
 ``flops_per_token``. Memory is estimated by :mod:`megameta.plan.memory`.
 
 The result is one JSON-able dict (``--json``); :func:`check_fit` raises ConfigError naming the
@@ -55,22 +55,16 @@ def _quiet_deepspeed():
 
 
 def model_config(cfg: RunConfig):
-    """The resolved model config with its vocabulary size filled in as the trainer will fill it."""
+    """The model the trainer will build: its vocabulary from the tokenizer when it exists, else from
+    ``tokenizer.vocab_size`` (SentencePiece pieces + the id offset + ``<mask>``, as Vocab lays them out)."""
     from megameta.data.tokenizer import SPM_FILE, Vocab
+    from megameta.train.build import model_config as trainer_model_config
 
-    mc = cfg.model.resolved()
-    if mc.vocab_size == 0:
-        if (cfg.tokenizer_dir / SPM_FILE).exists():
-            mc.vocab_size = len(Vocab(cfg.tokenizer_dir))
-        else:  # SentencePiece pieces + the id offset + <mask>, as Vocab lays them out
-            mc.vocab_size = cfg.tokenizer.vocab_size + Vocab.OFFSET + 1
-    mc.validate("model")
-    if cfg.data.max_seq_len > mc.max_seq_len:
-        raise ConfigError(
-            f"data.max_seq_len: {cfg.data.max_seq_len} tokens need model.max_position_embeddings >= "
-            f"{cfg.data.max_seq_len + mc.pad_token_id + 1}, got {mc.max_position_embeddings}"
-        )
-    return mc
+    if (cfg.tokenizer_dir / SPM_FILE).exists():
+        vocab_size = len(Vocab(cfg.tokenizer_dir))
+    else:
+        vocab_size = cfg.model.vocab_size or cfg.tokenizer.vocab_size + Vocab.OFFSET + 1
+    return trainer_model_config(cfg, vocab_size)
 
 
 def count_params(mc) -> tuple[int, int]:
@@ -132,7 +126,6 @@ def _render(cfg: RunConfig, cluster: Cluster) -> dict:
 def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
     """The whole plan as a JSON-able dict. Raises ConfigError for batch settings that disagree."""
     from megameta.model import flops_per_token
-    from megameta.train.trainer import phase_budget_steps
 
     ds = _render(cfg, cluster)
     global_batch = ds["train_batch_size"]
@@ -163,7 +156,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
     step_seconds = fpt * global_batch * seq / (cluster.world * peak * 1e12 * cluster.mfu)
     phases = []
     for phase in cfg.phases + cfg.baseline:
-        steps = phase_budget_steps(cfg, phase, global_batch)
+        steps = cfg.resolve_phase(phase.name).total_steps(global_batch)
         tokens = steps * global_batch * seq
         peak_kept, final_kept = mem.kept_checkpoints(
             steps, cfg.train.save_every, cfg.train.keep_last, cfg.train.keep_every

@@ -64,14 +64,15 @@ def data_stream(cfg: RunConfig, phase: ResolvedPhase) -> dict:
     }
 
 
-def model_config(cfg: RunConfig, vocab: Vocab) -> ModelConfig:
-    """``cfg.model`` resolved against the tokenizer and the sequence length. Raises InputError."""
+def model_config(cfg: RunConfig, vocab_size: int) -> ModelConfig:
+    """``cfg.model`` resolved against the tokenizer's ``vocab_size`` and the sequence length (the
+    trainer's and ``megameta plan``'s model). Raises InputError naming the field to change."""
     mc = cfg.model.resolved()
     if mc.vocab_size == 0:
-        mc.vocab_size = len(vocab)
-    elif mc.vocab_size != len(vocab):
+        mc.vocab_size = vocab_size
+    elif mc.vocab_size != vocab_size:
         raise InputError(
-            f"model.vocab_size is {mc.vocab_size} but the tokenizer at {cfg.tokenizer_dir} has {len(vocab)} ids"
+            f"model.vocab_size is {mc.vocab_size} but the tokenizer at {cfg.tokenizer_dir} has {vocab_size} ids"
         )
     if cfg.data.max_seq_len > mc.max_seq_len:
         need = mc.max_position_embeddings - mc.max_seq_len + cfg.data.max_seq_len

@@ -84,7 +84,7 @@ class Trainer:
     def _model(self) -> torch.nn.Module:
         from megameta.model import XLMRForMaskedLM
 
-        self.model_cfg = model_config(self.cfg, self.vocab)
+        self.model_cfg = model_config(self.cfg, len(self.vocab))
         model = XLMRForMaskedLM(self.model_cfg)
         if self.phase.init_from is not None:
             self.init_source = load_init_weights(model, self.phase.init_from, self.phase.name, self._print)

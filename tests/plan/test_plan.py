@@ -9,7 +9,7 @@ import torch
 from helpers import REPO, megameta
 
 from megameta.config import load_config
-from megameta.errors import ConfigError
+from megameta.errors import ConfigError, InputError
 from megameta.plan import run_plan
 from megameta.plan.core import count_params, model_config
 from megameta.plan.memory import (
@@ -203,7 +203,7 @@ def test_json_parses_and_matches_flags(cli):
 def test_sequence_longer_than_the_position_table_exits_2(monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(
-        ConfigError, match=r"data.max_seq_len: 1024 tokens need model.max_position_embeddings >= 1026"
+        InputError, match=r"data.max_seq_len 1024 needs model.max_position_embeddings >= 1026"
     ):
         run_plan(recipe("xlmr_base", "data.max_seq_len=1024"), nodes=4, gpus_per_node=8)
 

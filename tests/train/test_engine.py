@@ -109,7 +109,7 @@ def test_zero3_resume_on_other_world_size_is_refused_clearly(prepared, tmp_path)
     [
         ("data.seed=99", "data.seed"),
         ("phases[0].alpha=0.7", "phases[0].alpha"),
-        ("data.max_seq_len=64", "data.max_seq_len"),
+        ("data.max_seq_len=24", "data.max_seq_len"),
     ],
 )
 def test_resume_on_another_sample_stream_is_refused_naming_the_field(zero_runs, override, field):
