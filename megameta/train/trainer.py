@@ -17,8 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megameta import checkpoint as ckpt
-from megameta.checkpoint import CheckpointMeta
+from megameta.checkpoint import CheckpointMeta, tag_for
 from megameta.config import RunConfig, dump_config
 from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
@@ -266,7 +265,7 @@ class Trainer:
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
         if not self.checkpointer.exists(self.step):
             self.save()
-        self.checkpointer.write_done({"phase": self.phase.name, "tag": ckpt.tag_for(self.step), "step": self.step,
+        self.checkpointer.write_done({"phase": self.phase.name, "tag": tag_for(self.step), "step": self.step,
                                       "tokens": self.tokens_seen, "valid_loss": valid, "init_from": self.init_source})  # fmt: skip
         summary = " ".join(f"{k}={v:.3f}" for k, v in valid.items())
         self._print(
