@@ -210,15 +210,19 @@ class Unit:
         window: deque = deque()
         writer, committed = None, 0
 
-        def consume():
+        def commit():
             nonlocal writer, committed
+            writer.close()
+            writer, committed = None, committed + 1
+            if delay:
+                time.sleep(delay)
+
+        def consume():
+            nonlocal writer
             k, result = window.popleft()
             flat, lengths = result()
             if writer is not None and writer.path != self._part(k):  # batches arrive in part order
-                writer.close()
-                writer, committed = None, committed + 1
-                if delay:
-                    time.sleep(delay)
+                commit()
             if writer is None:
                 writer = ShardWriter(self._part(k), self.dtype, self.eos_id)
             writer.add_flat(flat, lengths)
@@ -252,8 +256,7 @@ class Unit:
             while window:
                 consume()
             if writer is not None:
-                writer.close()
-                writer, committed = None, committed + 1
+                commit()
         finally:
             if writer is not None:
                 writer.abort()
