@@ -12,10 +12,10 @@ a bad block, so there is nothing to skip to.
 from __future__ import annotations
 
 import bz2
-import gzip
 import io
 import lzma
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,39 +40,58 @@ def split_codec(path: str | Path) -> tuple[str, str | None]:
     return p.suffix, None
 
 
-class _ZstdRaw(io.RawIOBase):
-    """zstd frames (one or more) as a raw stream; a stream that ends inside a frame raises EOFError.
+class _Decompressing(io.RawIOBase):
+    """A raw stream over one or more concatenated compressed members (gzip members, xz streams, zstd
+    frames, bz2 streams); a file that ends inside a member raises EOFError.
 
-    ``zstandard``'s own ``stream_reader`` returns a silent EOF on a truncated frame, so the frames
-    are driven here with decompression objects, which report whether a frame ended.
+    Drives the codec's incremental decompressor directly (all four have ``decompress``, ``eof`` and
+    ``unused_data``): the standard library's file wrappers read through an 8 KiB buffer and run 2-3x
+    slower here, and ``zstandard``'s ``stream_reader`` ends silently on a truncated frame.
     """
 
-    def __init__(self, raw: BinaryIO):
-        import zstandard
-
-        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
-        self._obj, self._in_frame, self._buf = self._dctx.decompressobj(), False, b""
+    def __init__(self, raw: BinaryIO, new: Callable[[], object]):
+        self._raw, self._new = raw, new
+        self._obj, self._in_member = new(), False
+        self._buf, self._pos = b"", 0  # decompressed bytes not yet handed out start at _pos
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        while not self._buf:
+        while self._pos >= len(self._buf):
             chunk = self._raw.read(_CHUNK)
             if not chunk:
-                if self._in_frame:
-                    raise EOFError("Compressed file ended before the end of a zstd frame")
+                if self._in_member:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
                 return 0
+            out = []
             while chunk:
-                self._in_frame = True
-                self._buf += self._obj.decompress(chunk)
+                self._in_member = True
+                out.append(self._obj.decompress(chunk))
                 chunk = b""
-                if self._obj.eof:  # frame finished: the rest of the chunk starts the next frame
-                    chunk, self._in_frame = self._obj.unused_data, False
-                    self._obj = self._dctx.decompressobj()
-        n = min(len(b), len(self._buf))
-        b[:n], self._buf = self._buf[:n], self._buf[n:]
+                if self._obj.eof:  # member finished: the rest of the chunk starts the next one
+                    chunk, self._in_member = self._obj.unused_data, False
+                    self._obj = self._new()
+            self._buf, self._pos = b"".join(out), 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
         return n
+
+
+def _zstd() -> object:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
+# codec -> a new incremental decompressor for one member
+_DECOMPRESSORS: dict[str, Callable[[], object]] = {
+    ".gz": lambda: zlib.decompressobj(wbits=31),  # gzip header and trailer (CRC, size) checked
+    ".xz": lzma.LZMADecompressor,
+    ".bz2": bz2.BZ2Decompressor,
+    ".zst": _zstd,
+}
 
 
 class _Checked:
@@ -110,14 +129,7 @@ def open_source(path: str | Path) -> BinaryIO | _Checked:
     if codec is None:
         return open(path, "rb")
     raw = open(path, "rb")
-    if codec == ".gz":
-        stream = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif codec == ".xz":
-        stream = lzma.LZMAFile(raw)
-    elif codec == ".bz2":
-        stream = bz2.BZ2File(raw)
-    else:
-        stream = io.BufferedReader(_ZstdRaw(raw), _CHUNK)
+    stream = io.BufferedReader(_Decompressing(raw, _DECOMPRESSORS[codec]), 1 << 20)
     return _Checked(path, codec, raw, stream)
 
 
