@@ -7,13 +7,14 @@ of documents are tokenized by ``workers`` processes (:mod:`megameta.data.encode`
 at most a few batches in flight (memory stays bounded whatever the input size), and
 results are consumed in order, so the output is byte-identical for any worker count.
 
-Many machines: ``piece=(i, n)`` makes this run tokenize only its share of every
-unit's parts (part k belongs to piece k % n) and stop; run pieces 0..n-1 anywhere
-that shares the filesystem (a SLURM array), in any order, killed and rerun at will.
-A final full run (``piece=(0, 1)``, the default) tokenizes whatever parts are still
-missing, concatenates them and writes ``manifest.json``: the same bytes as a
-single-machine run. Every piece reads its units' whole input (reading and
-decompressing are cheap next to tokenizing) and tokenizes 1/n of it.
+Many machines: ``piece=(i, n)`` makes this run tokenize only its share of the parts
+and stop (:func:`megameta.data.units.piece_owners`: units are spread over the pieces
+by source bytes, a large unit's parts are dealt to the several pieces that share it);
+run pieces 0..n-1 anywhere that shares the filesystem (a SLURM array), in any order,
+killed and rerun at will. A final full run (``piece=(0, 1)``, the default) tokenizes
+whatever parts are still missing, concatenates them and writes ``manifest.json``: the
+same bytes as a single-machine run. A piece reads the whole input of the units it
+shares (a compressed stream cannot be entered in the middle) and tokenizes its share.
 
 Resume: a rerun skips units whose ``<split>.done.json`` matches their inputs and,
 inside a unit, the committed parts (read, not tokenized). A kill at any point loses
@@ -43,7 +44,7 @@ from megameta.data.encode import Tokenizers
 from megameta.data.readers import TEXT_LAYOUTS, check_source
 from megameta.data.shards import FORMAT_VERSION, MANIFEST, MANIFEST_KIND, token_dtype
 from megameta.data.tokenizer import check_hf_layout, vocab_hash
-from megameta.data.units import PART_DOCS, Unit, settings
+from megameta.data.units import PART_DOCS, Unit, piece_owners, settings
 from megameta.errors import InputError
 from megameta.fileio import write_atomic
 
@@ -104,12 +105,20 @@ def preprocess(
         manifest = {"kind": "piece", "piece": [index, num], "units": {}}
     pool = Tokenizers(str(tokenizer_dir), dtype, workers)
     unit_settings = settings(text_field, vhash, fmt, dedup)
+    units = [
+        (lang, split, Unit(out_dir / lang / split, files, unit_settings, dtype, tok.eos_token_id))
+        for split, by_lang in sources.items()
+        for lang, files in by_lang.items()
+    ]
+    owners = piece_owners([u.source_bytes for _, _, u in units], num) if num > 1 else [None] * len(units)
     try:
-        for split, by_lang in sources.items():
-            for lang, files in by_lang.items():
-                unit = Unit(out_dir / lang / split, files, unit_settings, dtype, tok.eos_token_id)
-                result = unit.run(pool, part_docs, progress, piece)
-                manifest["languages" if num == 1 else "units"].setdefault(lang, {})[split] = result
+        for (lang, split, unit), share in zip(units, owners, strict=True):
+            if share is None:
+                manifest["languages"].setdefault(lang, {})[split] = unit.run(pool, part_docs, progress)
+            elif index in share:  # a piece reads only the units it shares
+                manifest["units"].setdefault(lang, {})[split] = unit.run(
+                    pool, part_docs, progress, index, share
+                )
     finally:
         pool.close()
     if num == 1:

@@ -6,9 +6,11 @@ part_docs)``. Each finished part is committed atomically as a small shard
 ``<lang>/<split>.parts/NNNNNN.bin/.idx``. A run tokenizes the parts it owns that are
 not committed yet, reading (not tokenizing) the documents of the others:
 
-* piece ``i`` of ``n`` (``n > 1``) owns the parts ``k`` with ``k % n == i``
-  (interleaved, so pieces get equal work without knowing the total in advance) and
-  stops after committing them;
+* piece ``i`` of ``n`` (``n > 1``) works on the units that :func:`piece_owners` gives it
+  (by source bytes, so a piece reads only about 1/n of the corpus plus the units it
+  shares) and, in a unit shared by pieces ``owners``, owns the parts ``k`` with
+  ``owners[k % len(owners)] == i`` (interleaved, so the sharing pieces get equal work
+  without knowing the unit's document count in advance); it stops after committing them;
 * a full run (``n == 1``) owns every part: it tokenizes whatever is missing, then
   concatenates the parts into ``<lang>/<split>.bin/.idx``, writes
   ``<split>.done.json`` (sources with size and sha256, settings, counts) and removes
@@ -90,6 +92,28 @@ def _same_inputs(a: dict, b: dict) -> bool:
     )
 
 
+def piece_owners(weights: list[int], num: int) -> list[list[int]]:
+    """For units of ``weights`` (source bytes) in order, the pieces (of ``num``) that share each one.
+
+    Lay the units end to end on a line of length ``sum(weights)`` and cut it into ``num`` equal
+    pieces; a unit goes to every piece its segment overlaps. A piece therefore reads about
+    ``1/num`` of the bytes plus at most two partly shared units, and a unit larger than
+    ``1/num`` of the corpus is shared by several pieces. Pure integer arithmetic: every machine
+    computes the same answer from the same file sizes.
+    """
+    total = sum(weights)
+    if total == 0:
+        return [[u % num] for u in range(len(weights))]
+    owners, start = [], 0
+    for w in weights:
+        end = start + w
+        first = min(start * num // total, num - 1)
+        last = max(first, -(-end * num // total) - 1)  # the last piece whose interval starts before `end`
+        owners.append(list(range(first, min(last, num - 1) + 1)))
+        start = end
+    return owners
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -128,28 +152,42 @@ class Unit:
             return done
         return None
 
-    def run(self, pool: Tokenizers, part_docs: int, progress: bool, piece: tuple[int, int] = (0, 1)) -> dict:
-        """Tokenize this run's missing parts; a full run (``piece == (0, 1)``) also finishes the unit.
+    @property
+    def source_bytes(self) -> int:
+        """Size of the unit's files (``hf:`` sources count 0): the weight that spreads units over pieces."""
+        return sum(s.get("size", 0) for s in self.record["sources"])
 
-        Returns the done record (full run) or ``{"parts": committed, "tokenized": by this run}``.
+    def run(
+        self,
+        pool: Tokenizers,
+        part_docs: int,
+        progress: bool,
+        index: int = 0,
+        owners: list[int] | None = None,
+    ) -> dict:
+        """Tokenize this run's missing parts; a full run (``owners`` None) also finishes the unit.
+
+        A piece run is piece ``index`` of the pieces ``owners`` that share this unit; part k is
+        dealt to ``owners[k % len(owners)]``. Returns the done record (full run) or
+        ``{"parts": committed, "tokenized": by this run}`` (piece).
         """
-        index, num = piece
+        full = owners is None
         done = self.up_to_date()
         if done:
-            if num == 1:
+            if full:
                 shutil.rmtree(self.parts_dir, ignore_errors=True)
             if progress:
                 tqdm.write(f"[preprocess] {self.name}: up to date, skipped")
             return done
         start = time.time()
-        finished = self._prepare_parts(part_docs, cleanup=num == 1)
+        finished = self._prepare_parts(part_docs, cleanup=full)
         if finished and progress:
             tqdm.write(f"[preprocess] {self.name}: resuming after {len(finished)} finished part(s)")
         stats = ReadStats()
         text = self.record["text_field"]
         docs = document_stream(self.files, text, self.record["format"], self.record["dedup"], stats)
-        n_docs, tokenized = self._tokenize(docs, pool, finished, part_docs, piece, progress)
-        if num > 1:
+        n_docs, tokenized = self._tokenize(docs, pool, finished, part_docs, (index, owners or [0]), progress)
+        if not full:
             return {"parts": len(finished) + tokenized, "tokenized": tokenized}
         n_docs, n_tokens = self._concatenate(n_docs, part_docs)
         entry = {
@@ -200,11 +238,14 @@ class Unit:
         pool: Tokenizers,
         finished: set[int],
         part_docs: int,
-        piece: tuple[int, int],
+        piece: tuple[int, list[int]],
         progress: bool,
     ) -> tuple[int, int]:
-        """Tokenize the owned, unfinished parts of ``docs``; returns (documents read, parts committed)."""
-        index, num = piece
+        """Tokenize the owned, unfinished parts of ``docs``; returns (documents read, parts committed).
+
+        ``piece`` is (this run's piece index, the pieces that part k is dealt to: ``owners[k % len]``).
+        """
+        index, owners = piece
         delay = float(os.environ.get(PART_DELAY_ENV, "0"))
         bar = tqdm(desc=self.name, unit=" docs", disable=not progress, leave=False)
         window: deque = deque()
@@ -240,7 +281,7 @@ class Unit:
             chars, batch_part = 0, -1
             for n, doc in enumerate(docs, 1):
                 k = (n - 1) // part_docs
-                if k in finished or k % num != index:  # read, not tokenized
+                if k in finished or owners[k % len(owners)] != index:  # read, not tokenized
                     continue
                 if batch and k != batch_part:
                     flush(batch_part, batch)

@@ -19,6 +19,7 @@ from helpers import REPO, cli_env, megameta, write_config
 from megameta.data import units
 from megameta.data.documents import normalized_hash
 from megameta.data.preprocess import preprocess
+from megameta.data.units import piece_owners
 
 LANGS = ("en", "fr")
 
@@ -83,6 +84,20 @@ def test_dedup_is_counted_and_identical_across_piece_counts(tmp_path, data_corpu
     assert plain["languages"]["en"]["train"]["docs"] == 400 + planted["en"]
 
 
+def test_piece_owners_spread_units_by_bytes():
+    assert piece_owners([10, 10], 3) == [[0, 1], [1, 2]]  # each unit shared by the pieces it overlaps
+    assert piece_owners([100, 1, 1, 1], 4) == [[0, 1, 2, 3], [3], [3], [3]]
+    assert piece_owners([0, 0, 0], 2) == [[0], [1], [0]]  # no sizes (hf: sources): round robin
+    for weights, n in (([5, 0, 7, 1, 300, 2, 2, 9], 5), ([1] * 100, 64), ([3, 1], 1)):
+        owners = piece_owners(weights, n)
+        assert all(o and o == sorted(set(o)) and 0 <= o[0] and o[-1] < n for o in owners)
+        assert set().union(*map(set, owners)) == set(range(n)) or n > sum(w > 0 for w in weights)
+        # a piece reads about 1/n of the bytes: at most its share plus the two units at its ends
+        for i in range(n):
+            read = sum(w for w, o in zip(weights, owners, strict=True) if i in o)
+            assert read <= sum(weights) / n + 2 * max(weights)
+
+
 def test_normalized_hash_ignores_case_and_spacing_only():
     assert normalized_hash("Hello  World\n") == normalized_hash("hello world")
     assert normalized_hash("hello world") != normalized_hash("hello, world")
@@ -109,7 +124,8 @@ def test_three_pieces_any_order_one_killed_match_one_machine(
         assert p.returncode == 0, p.stderr[-3000:]
 
     piece(2)
-    # piece 0 is killed after committing its first part (en part 0), while it works on fr
+    # piece 0 (en's parts 0 and 2; en and fr are the same size, so pieces 0-1 share en, 1-2 fr) is
+    # killed while it sleeps after committing en part 0
     killed = subprocess.Popen(
         [sys.executable, "-m", "megameta.cli", "preprocess", "--config", str(cfg)]
         + ["--num-shards", "3", "--shard-index", "0"],
@@ -124,7 +140,7 @@ def test_three_pieces_any_order_one_killed_match_one_machine(
     assert killed.poll() is None, "piece 0 finished before it could be killed"
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    assert not (shards / "fr" / "train.parts" / "000000.idx").exists()
+    assert not (shards / "en" / "train.parts" / "000002.idx").exists()
     before = first.stat().st_mtime_ns
     piece(1)
     piece(0)
