@@ -21,6 +21,8 @@ setup(
         "numpy>=1.24",
         "pyyaml>=6.0",
         "tqdm>=4.60",
+        # .zst corpus files (CC-100 mirrors); .gz, .xz and .bz2 need only the standard library
+        "zstandard>=0.21",
         "matplotlib>=3.7",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},

@@ -53,12 +53,17 @@ def cmd_tokenizer(args) -> int:
 
 
 def cmd_preprocess(args) -> int:
+    from megameta.errors import ConfigError
     from megameta.pipeline import ensure_shards
 
+    if args.workers is not None:  # through the config, so it is validated like data.workers
+        args.overrides = [*args.overrides, f"data.workers={args.workers}"]
     cfg = _load(args)
-    if args.workers:
-        cfg.data.workers = args.workers
-    ensure_shards(cfg)
+    if args.num_shards < 1 or not 0 <= args.shard_index < args.num_shards:
+        raise ConfigError(
+            f"--shard-index {args.shard_index} --num-shards {args.num_shards}: need 0 <= index < num-shards"
+        )
+    ensure_shards(cfg, (args.shard_index, args.num_shards))
     return 0
 
 
@@ -179,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preprocess", help="raw text -> memory-mapped token shards + manifest.json")
     _config_args(p)
-    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: data.workers)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (sets data.workers)")
+    p.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="split every (language, split) into this many pieces (one per SLURM array task); "
+        "a later run without it merges them",
+    )
+    p.add_argument(
+        "--shard-index", type=int, default=0, help="which piece this run tokenizes (0 .. num-shards-1)"
+    )
     p.set_defaults(fn=cmd_preprocess)
 
     p = sub.add_parser("train", help="train one phase (run under deepspeed, torchrun, mpirun or srun)")

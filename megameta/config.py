@@ -79,13 +79,27 @@ class DataConfig:
     """Raw text -> shards (preprocess) and shards -> MLM batches (train)."""
 
     sources: dict[str, list[str]] = field(default_factory=dict)
-    """Training text per language: ``lang -> [files]`` (.txt one document per line, .jsonl, .parquet)."""
+    """Training text per language: ``lang -> [files]``: .txt (layout: ``format``), .jsonl, .parquet,
+    ``hf:NAME``; .txt and .jsonl may be compressed (.gz, .xz, .bz2, .zst). Languages listed in ``langs``
+    get their entry from ``source_pattern`` unless they have one here."""
     valid_sources: dict[str, list[str]] = field(default_factory=dict)
     """Validation text per language (same formats); never sampled for training."""
+    langs: list[str] = field(default_factory=list)
+    """Languages whose files come from ``source_pattern`` / ``valid_source_pattern`` (e.g. CC-100's 100)."""
+    source_pattern: str = ""
+    """Training file per language in ``langs``, with ``{lang}`` for the code, e.g. ``cc100/{lang}.txt.xz``."""
+    valid_source_pattern: str = ""
+    """Validation file per language in ``langs`` (optional), e.g. ``cc100-valid/{lang}.txt.xz``."""
+    format: str = "lines"
+    """Plain-text layout: ``lines`` (one document per line) or ``paragraphs`` (CC-100: one paragraph per
+    line, documents separated by a blank line). JSON lines, parquet and ``hf:`` sources ignore it."""
+    dedup: bool = False
+    """Drop exact duplicate documents (same text after case folding and whitespace collapsing) per
+    language and split when preprocessing; counted in the manifest as ``duplicate document``."""
     text_field: str = "text"
     """Field holding the document text in .jsonl / .parquet files."""
     workers: int = 2
-    """Parallel tokenizer processes for ``preprocess``."""
+    """Parallel tokenizer processes for ``preprocess`` (``--workers N`` sets it)."""
     max_seq_len: int = 128
     """Tokens per packed training sequence, ``<s>`` and ``</s>`` included."""
     alpha: float = 0.3
@@ -97,11 +111,41 @@ class DataConfig:
     seed: int = 1234
     """Seed of the sample order and the masking; the stream is a pure function of (seed, sample index)."""
 
+    def __post_init__(self) -> None:
+        # Patterns expand into plain per-language sources here, so every reader of the config (the
+        # phases' language checks, the trainer, preprocessing) sees one shape; explicit entries win.
+        for pattern, target in (
+            (self.source_pattern, self.sources),
+            (self.valid_source_pattern, self.valid_sources),
+        ):
+            if pattern:
+                for lang in self.langs:
+                    target.setdefault(lang, [pattern.replace("{lang}", lang)])
+
     def validate(self, path: str) -> None:
         _check(self.workers >= 1, f"{path}.workers", f"must be >= 1, got {self.workers}")
         _check(self.max_seq_len >= 8, f"{path}.max_seq_len", f"must be >= 8, got {self.max_seq_len}")
         _check(0 < self.alpha <= 1, f"{path}.alpha", f"must be in (0, 1], got {self.alpha}")
         _check(0 < self.mask_prob < 1, f"{path}.mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        _check(
+            self.format in ("lines", "paragraphs"),
+            f"{path}.format",
+            f"must be lines or paragraphs, got {self.format!r}",
+        )
+        for name in ("source_pattern", "valid_source_pattern"):
+            pattern = getattr(self, name)
+            _check(
+                not pattern or "{lang}" in pattern,
+                f"{path}.{name}",
+                f"must contain {{lang}}, got {pattern!r}",
+            )
+            _check(not pattern or bool(self.langs), f"{path}.langs", f"needs the languages of {name}")
+        _check(
+            not self.langs or bool(self.source_pattern or self.valid_source_pattern),
+            f"{path}.source_pattern",
+            "needed when data.langs is set (e.g. cc100/{lang}.txt.xz)",
+        )
+        _check(len(set(self.langs)) == len(self.langs), f"{path}.langs", f"has duplicates: {self.langs}")
         for lang, files in {**self.sources, **self.valid_sources}.items():
             _check(bool(files), f"{path}.sources.{lang}", "needs at least one file")
 

@@ -74,13 +74,15 @@ def ensure_tokenizer(cfg: RunConfig) -> None:
         character_coverage=t_cfg.character_coverage,
         text_field=cfg.data.text_field,
         seed=t_cfg.seed,
+        fmt=cfg.data.format,
     )
     say(
         f"tokenizer: {summary['vocab_size']} ids ({t_cfg.model_type}) -> {cfg.tokenizer_dir} in {time.time() - t:.0f}s"
     )
 
 
-def ensure_shards(cfg: RunConfig) -> dict:
+def ensure_shards(cfg: RunConfig, piece: tuple[int, int] = (0, 1)) -> dict:
+    """Preprocess ``cfg``'s sources; ``piece=(i, n)`` does only piece i of n (see megameta.data.preprocess)."""
     from megameta.data.preprocess import preprocess, summary_table
 
     t = time.time()
@@ -91,7 +93,15 @@ def ensure_shards(cfg: RunConfig) -> dict:
         cfg.data.text_field,
         cfg.data.workers,
         progress=sys.stderr.isatty(),
+        fmt=cfg.data.format,
+        dedup=cfg.data.dedup,
+        piece=piece,
     )
+    if piece[1] > 1:
+        say(
+            f"shards: piece {piece[0]} of {piece[1]} in {time.time() - t:.0f}s; merge with a plain `preprocess`"
+        )
+        return manifest
     print(summary_table(manifest), flush=True)
     say(f"shards: {cfg.shard_dir} in {time.time() - t:.0f}s")
     return manifest

@@ -1,5 +1,8 @@
 """Streaming document readers: plain text, JSON lines, parquet, Hugging Face datasets.
 
+Text and JSON-lines files may be compressed (``.gz``, ``.xz``, ``.bz2``, ``.zst``,
+see :mod:`megameta.data.compressed`): they are decompressed as streams.
+
 Every reader yields one document (a string) at a time and never holds more than
 one bounded line of a file in memory. Bad records are counted in a
 :class:`ReadStats` by reason, never silently dropped and never fatal:
@@ -17,9 +20,15 @@ one bounded line of a file in memory. Bad records are counted in a
 
 Unreadable or missing paths raise :class:`InputError` naming the path (exit code 2).
 
+Plain text has two layouts (``fmt``): ``lines``, one document per line, and
+``paragraphs`` (CC-100's layout), one paragraph per line and documents separated
+by blank lines; a paragraph document is its lines joined with ``\n``. A paragraph
+document that grows past ``MAX_PARAGRAPH_DOC_BYTES`` without a blank line is cut
+between lines (``long document cut``), so memory stays bounded.
+
 Source strings:
-  ``path/to/file.txt``      one document per line
-  ``path/to/file.jsonl``    one JSON object per line, text in ``text_field``
+  ``path/to/file.txt``      plain text (``fmt`` above); ``.txt.gz``/``.xz``/``.bz2``/``.zst`` too
+  ``path/to/file.jsonl``    one JSON object per line, text in ``text_field`` (compressed too)
   ``path/to/file.parquet``  a column named ``text_field``
   ``hf:NAME[:CONFIG][:SPLIT]`` a Hugging Face dataset, streamed: a hub name, a local
                             dataset dir / data files dir, or a ``save_to_disk`` dir
@@ -33,11 +42,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megameta.data.compressed import CODECS, check_codec_available, open_source, split_codec
 from megameta.errors import InputError
 
 FORMATS = (".txt", ".jsonl", ".json", ".parquet")
+TEXT_LAYOUTS = ("lines", "paragraphs")
 MAX_LINE_BYTES = 1 << 20
 MAX_JSON_LINE_BYTES = 64 << 20
+MAX_PARAGRAPH_DOC_BYTES = 4 << 20
 
 
 @dataclass
@@ -68,10 +80,13 @@ def check_source(source: str) -> None:
         raise InputError(f"corpus file not found: {path}")
     if not path.is_file():
         raise InputError(f"corpus path is not a file: {path}")
-    if path.suffix not in FORMATS:
+    inner, codec = split_codec(path)
+    if inner not in FORMATS or (codec and inner == ".parquet"):
         raise InputError(
-            f"{path}: unknown corpus format '{path.suffix}' (expected one of {', '.join(FORMATS)})"
+            f"{path}: unknown corpus format '{''.join(path.suffixes[-2:]) if codec else path.suffix}' "
+            f"(expected one of {', '.join(FORMATS)}; text and JSON lines may end in {', '.join(CODECS)})"
         )
+    check_codec_available(path)
     try:
         with open(path, "rb"):
             pass
@@ -79,20 +94,30 @@ def check_source(source: str) -> None:
         raise InputError(f"cannot read corpus file {path}: {e.strerror}") from None
 
 
-def iter_documents(source: str, text_field: str = "text", stats: ReadStats | None = None) -> Iterator[str]:
-    """Yield non-empty documents from ``source`` (see module docstring for formats)."""
+def iter_documents(
+    source: str, text_field: str = "text", stats: ReadStats | None = None, fmt: str = "lines"
+) -> Iterator[str]:
+    """Yield non-empty documents from ``source`` (see module docstring for formats).
+
+    ``fmt`` is the plain-text layout (``lines`` or ``paragraphs``); other formats ignore it.
+    """
     check_source(source)
+    if fmt not in TEXT_LAYOUTS:
+        raise InputError(f"unknown text layout {fmt!r} (expected one of {', '.join(TEXT_LAYOUTS)})")
     stats = stats if stats is not None else ReadStats()
     if source.startswith("hf:"):
         yield from _iter_hf(source, text_field, stats)
         return
     path = Path(source)
-    if path.suffix == ".parquet":
+    inner = split_codec(path)[0]
+    if inner == ".parquet":
         yield from _iter_parquet(path, text_field, stats)
-        return
-    yield from (_iter_json_lines if path.suffix in (".jsonl", ".json") else _iter_text_lines)(
-        path, text_field, stats
-    )
+    elif inner in (".jsonl", ".json"):
+        yield from _iter_json_lines(path, text_field, stats)
+    elif fmt == "paragraphs":
+        yield from _iter_paragraphs(path, stats)
+    else:
+        yield from _iter_text_lines(path, stats)
 
 
 def _emit(text: str, nbytes: int, stats: ReadStats) -> Iterator[str]:
@@ -113,39 +138,70 @@ def _decode(raw: bytes, stats: ReadStats) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _iter_text_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
-    with open(path, "rb") as f:
-        carry = b""  # an incomplete UTF-8 character cut off at a long-line split
-        seen_any = False
-        while True:
-            raw = f.readline(MAX_LINE_BYTES)
-            if not raw:
-                break
-            seen_any = True
-            raw = carry + raw
-            carry = b""
-            if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
-                # A piece of an over-long line: cut at a character boundary, keep the rest for the next piece.
-                cut = len(raw)
-                while cut > len(raw) - 4 and cut > 0 and (raw[cut - 1] & 0xC0) == 0x80:
-                    cut -= 1
-                if cut > 0 and raw[cut - 1] >= 0xC0:
-                    cut -= 1
-                if cut > 0:
-                    raw, carry = raw[:cut], raw[cut:]
-                stats.skipped["long line split"] += 1
+def _raw_lines(f, stats: ReadStats) -> Iterator[bytes]:
+    """Lines of ``f`` as bytes; a line over ``MAX_LINE_BYTES`` comes as pieces cut at UTF-8 boundaries.
+
+    A piece has no trailing newline (only a line's last piece does), so joining consecutive
+    pieces gives the line back.
+    """
+    carry = b""  # an incomplete UTF-8 character cut off at a long-line split
+    seen_any = False
+    while True:
+        raw = f.readline(MAX_LINE_BYTES)
+        if not raw:
+            break
+        seen_any = True
+        raw = carry + raw
+        carry = b""
+        if not raw.endswith(b"\n") and len(raw) >= MAX_LINE_BYTES:
+            # A piece of an over-long line: cut at a character boundary, keep the rest for the next piece.
+            cut = len(raw)
+            while cut > len(raw) - 4 and cut > 0 and (raw[cut - 1] & 0xC0) == 0x80:
+                cut -= 1
+            if cut > 0 and raw[cut - 1] >= 0xC0:
+                cut -= 1
+            if cut > 0:
+                raw, carry = raw[:cut], raw[cut:]
+            stats.skipped["long line split"] += 1
+        yield raw
+    if carry:
+        yield carry
+    if not seen_any:
+        stats.skipped["empty file"] += 1
+
+
+def _iter_text_lines(path: Path, stats: ReadStats) -> Iterator[str]:
+    with open_source(path) as f:
+        for raw in _raw_lines(f, stats):
             if not raw.strip():
                 stats.skipped["empty line"] += 1
                 continue
             yield from _emit(_decode(raw, stats), len(raw), stats)
-        if carry:
-            yield from _emit(_decode(carry, stats), len(carry), stats)
-        if not seen_any:
-            stats.skipped["empty file"] += 1
+
+
+def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
+    """CC-100's layout: blank lines end documents; a document's lines are joined with newlines."""
+    with open_source(path) as f:
+        doc: list[bytes] = []
+        size = 0
+        for raw in _raw_lines(f, stats):
+            blank = not raw.strip()
+            if not blank:
+                doc.append(raw)
+                size += len(raw)
+            if doc and (blank or size >= MAX_PARAGRAPH_DOC_BYTES):
+                if not blank:  # no blank line in sight: cut between lines so memory stays bounded
+                    stats.skipped["long document cut"] += 1
+                raw_doc = b"".join(doc)
+                doc, size = [], 0
+                yield from _emit(_decode(raw_doc, stats), len(raw_doc), stats)
+        if doc:
+            raw_doc = b"".join(doc)
+            yield from _emit(_decode(raw_doc, stats), len(raw_doc), stats)
 
 
 def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
-    with open(path, "rb") as f:
+    with open_source(path) as f:
         seen_any = False
         while True:
             raw = f.readline(MAX_JSON_LINE_BYTES)

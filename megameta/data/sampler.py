@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from megameta.errors import InputError
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -104,9 +106,15 @@ def permute(i: np.ndarray, n: int | np.ndarray, key: int | np.ndarray, rounds: i
     return out
 
 
-def language_probs(counts: np.ndarray, alpha: float) -> np.ndarray:
-    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = n_i / sum n (counts in tokens)."""
+def language_probs(counts: np.ndarray | list[float], alpha: float) -> np.ndarray:
+    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = n_i / sum n: the one home of the alpha formula.
+
+    ``counts`` are tokens per language (training) or documents per language (the tokenizer's
+    sentence sample); a language with n_i = 0 gets q_i = 0. All counts zero is an error.
+    """
     counts = np.asarray(counts, dtype=np.float64)
+    if not counts.sum() > 0:
+        raise InputError("no documents or tokens in any language: cannot compute sampling probabilities")
     p = counts / counts.sum()
     q = p**alpha
     return q / q.sum()

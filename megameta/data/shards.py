@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import struct
 from pathlib import Path
 
@@ -30,6 +32,7 @@ MAGIC = b"MMETAIDX"
 FORMAT_VERSION = 2
 HEADER = struct.Struct("<8sIIQ")
 MANIFEST = "manifest.json"
+MANIFEST_KIND = "shards"  # tells this manifest from a corpus manifest; older runs' manifests lack it
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -48,7 +51,11 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
         self.eos_id = int(eos_id)
-        self._tmp_bin = self.path.with_name(self.path.name + ".bin.tmp")
+        # Unique temporary names: several machines may write the same part of a unit at once (a piece
+        # and a merge run); each renames whole files into place, and the bytes are the same.
+        tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
+        self._tmp_bin = self.path.with_name(f".{self.path.name}.bin.{tag}")
+        self._tmp_idx = self.path.with_name(f".{self.path.name}.idx.{tag}")
         self._bin = open(self._tmp_bin, "wb")
         self._ends: list[np.ndarray] = []
         self._n = 0
@@ -74,10 +81,10 @@ class ShardWriter:
         os.fsync(self._bin.fileno())
         self._bin.close()
         offsets = np.concatenate([np.zeros(1, np.int64), *self._ends])
-        write_index(self.path.with_name(self.path.name + ".idx.tmp"), offsets, self.dtype)
+        write_index(self._tmp_idx, offsets, self.dtype)
         # .bin first: a reader checks .idx against .bin, so a crash between the renames is detected.
         os.replace(self._tmp_bin, self.path.with_suffix(".bin"))
-        os.replace(self.path.with_name(self.path.name + ".idx.tmp"), self.path.with_suffix(".idx"))
+        os.replace(self._tmp_idx, self.path.with_suffix(".idx"))
         n_docs = len(offsets) - 1
         return n_docs, int(offsets[-1]) - n_docs
 
@@ -86,12 +93,44 @@ class ShardWriter:
         self._tmp_bin.unlink(missing_ok=True)
 
 
+def index_header(dtype: np.dtype, n_docs: int) -> bytes:
+    """The ``.idx`` header: the one place it is written."""
+    return HEADER.pack(MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, n_docs)
+
+
 def write_index(path: Path, offsets: np.ndarray, dtype: np.dtype) -> None:
     with open(path, "wb") as f:
-        f.write(HEADER.pack(MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, len(offsets) - 1))
+        f.write(index_header(dtype, len(offsets) - 1))
         f.write(np.asarray(offsets, dtype=np.int64).tobytes())
         f.flush()
         os.fsync(f.fileno())
+
+
+def concatenate(parts: list[TokenShard], out: Path, dtype: np.dtype) -> tuple[int, int]:
+    """Shards ``parts`` -> one shard ``out.bin/.idx``, streamed (temporary names, ``.bin`` renamed first).
+
+    Returns (documents, tokens without separators). Memory: one part's offsets at a time.
+    """
+    n_docs = sum(p.n_docs for p in parts)
+    tmp_bin, tmp_idx = out.with_name(out.name + ".bin.tmp"), out.with_name(out.name + ".idx.tmp")
+    with open(tmp_bin, "wb") as f:
+        for p in parts:
+            with open(p.path.with_suffix(".bin"), "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 22)
+        f.flush()
+        os.fsync(f.fileno())
+    total = 0
+    with open(tmp_idx, "wb") as f:
+        f.write(index_header(dtype, n_docs))
+        f.write(np.zeros(1, np.int64).tobytes())
+        for p in parts:
+            f.write((np.asarray(p.offsets[1:]) + total).tobytes())
+            total += p.stream_len
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_bin, out.with_suffix(".bin"))
+    os.replace(tmp_idx, out.with_suffix(".idx"))
+    return n_docs, total - n_docs
 
 
 class TokenShard:
@@ -156,9 +195,13 @@ def read_manifest(root: str | Path) -> dict:
     if not path.exists():
         raise InputError(f"no shards at {root}: {path} not found (run `megameta preprocess` first)")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: corrupt manifest ({e})") from None
+    kind = manifest.get("kind", MANIFEST_KIND) if isinstance(manifest, dict) else None
+    if kind != MANIFEST_KIND:
+        raise InputError(f"{path}: not a shard manifest (kind {kind!r}); point data at a shard dir")
+    return manifest
 
 
 def check_vocab(manifest: dict, expected_hash: str, root: str | Path) -> None:

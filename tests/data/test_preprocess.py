@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from megameta.data import preprocess as pp
-from megameta.data import readers
+from megameta.data import documents, readers, units
 from megameta.data.preprocess import preprocess, summary_table
 from megameta.data.shards import TokenShard
 from megameta.errors import InputError
@@ -39,7 +38,7 @@ def test_identical_for_part_size_batch_size_and_resumed_parts(
     assert set(ref) >= {"en/train.bin", "en/train.idx", "ru/train.bin", "en/valid.idx"}
     sources = {"train": data_corpus, "valid": {"en": data_corpus["en"]}}
     out = tmp_path / "s"
-    monkeypatch.setattr(pp, "BATCH_CHARS", 1000)  # batches cut by size, mostly a few documents each
+    monkeypatch.setattr(units, "BATCH_CHARS", 1000)  # batches cut by size, mostly a few documents each
     preprocess(sources, tiny_tokenizer, out, part_docs=64, progress=False)
     monkeypatch.undo()
     assert _shard_bytes(out) == ref
@@ -63,7 +62,7 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, data_corpus, tiny_tokenizer,
         "if __name__ == '__main__':\n"
         f"    preprocess(json.loads(sys.argv[1]), {str(tiny_tokenizer)!r}, {str(out)!r}, workers=2, part_docs=50, progress=False)\n"
     )
-    env = {**os.environ, pp._PART_DELAY_ENV: "0.3"}
+    env = {**os.environ, units.PART_DELAY_ENV: "0.3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", script, json.dumps(sources)], env=env, cwd=REPO, start_new_session=True
     )
@@ -79,28 +78,28 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, data_corpus, tiny_tokenizer,
     mtimes = {p.name: p.stat().st_mtime_ns for p in parts.glob("*")}
     # Rerun in-process with a different worker count; parts already committed must not be rewritten.
     seen = {}
-    real_tokenize = pp._Unit._tokenize
+    real_tokenize = units.Unit._tokenize
 
-    def spy(self, docs, pool, part, part_docs, progress):
-        seen[self.name] = part
+    def spy(self, docs, pool, finished, part_docs, piece, progress):
+        seen[self.name] = len(finished)
         if self.name == "en/train":
             assert {p.name: p.stat().st_mtime_ns for p in parts.glob("0000*")} == {
                 k: v for k, v in mtimes.items() if k.startswith("0000")
             }
-        return real_tokenize(self, docs, pool, part, part_docs, progress)
+        return real_tokenize(self, docs, pool, finished, part_docs, piece, progress)
 
-    pp._Unit._tokenize = spy
+    units.Unit._tokenize = spy
     try:
         preprocess(sources, tiny_tokenizer, out, workers=1, part_docs=50, progress=False)
     finally:
-        pp._Unit._tokenize = real_tokenize
+        units.Unit._tokenize = real_tokenize
     assert seen["en/train"] >= 3, "the rerun redid finished parts"
     assert _shard_bytes(out) == _shard_bytes(tiny_shards)
 
 
 def test_bad_input_is_counted_and_handled(tmp_path, tiny_tokenizer, monkeypatch):
     monkeypatch.setattr(readers, "MAX_LINE_BYTES", 64)
-    monkeypatch.setattr(pp, "MAX_DOC_CHARS", 1500)
+    monkeypatch.setattr(documents, "MAX_DOC_CHARS", 1500)
     txt = tmp_path / "bad.txt"
     long_line = ("é" * 100).encode()  # 200 bytes of 2-byte characters: split on character boundaries
     txt.write_bytes(b"good line one\n\n   \nbad \xff\xfe utf8 here\n" + long_line + b"\nlast\n")

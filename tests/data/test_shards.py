@@ -26,7 +26,7 @@ def test_round_trip_and_packing(tmp_path):
     assert (shard.n_docs, shard.n_tokens, shard.stream_len) == (3, 9, 12)
     for d, want in enumerate(docs):
         assert shard.doc(d).tolist() == want
-    assert not list(tmp_path.glob("en/*.tmp"))
+    assert not list(tmp_path.glob("en/*.tmp")) and not list(tmp_path.glob("en/.*tmp*"))
     packed = PackedLanguage(shard, seq_len=6, ids=IDS)  # chunks of 4 stream tokens
     assert packed.n_chunks == 3
     np.testing.assert_array_equal(

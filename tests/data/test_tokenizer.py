@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from megameta.data.tokenizer import load_tokenizer, smoothed_probs, train_tokenizer, vocab_hash
+from megameta.data.sampler import language_probs
+from megameta.data.tokenizer import load_tokenizer, train_tokenizer, vocab_hash
 from megameta.errors import InputError
 
 
@@ -31,6 +32,11 @@ def test_encode_decode_round_trip(tiny_tokenizer, data_corpus):
         assert tok.decode(ids, skip_special_tokens=True) == text, lang
 
 
+def smoothed_probs(counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """The one alpha formula over a dict of document counts (as the tokenizer's sample uses it)."""
+    return dict(zip(counts, language_probs(list(counts.values()), alpha).tolist(), strict=True))
+
+
 def test_smoothed_probs_follow_the_formula():
     q = smoothed_probs({"en": 900, "fr": 90, "ru": 10}, alpha=0.3)
     p = {"en": 0.9, "fr": 0.09, "ru": 0.01}
@@ -39,6 +45,9 @@ def test_smoothed_probs_follow_the_formula():
     assert smoothed_probs({"en": 900, "fr": 90}, alpha=1.0) == pytest.approx(
         {"en": 0.9 / 0.99, "fr": 0.09 / 0.99}
     )
+    assert smoothed_probs({"en": 900, "xx": 0}, alpha=0.3) == {"en": 1.0, "xx": 0.0}
+    with pytest.raises(InputError, match="no documents or tokens"):
+        language_probs([0, 0], 0.3)
 
 
 def test_training_sample_upweights_small_languages(tmp_path, data_corpus):

@@ -99,3 +99,25 @@ def test_damaged_shards_are_exit_2_naming_the_file(run, damage):
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
     assert "en/train." in last
+
+
+@pytest.mark.parametrize("codec", [".xz", ".zst"])
+def test_truncated_compressed_corpus_is_exit_2_naming_file_and_offset(run, tmp_path, codec):
+    import lzma
+
+    import zstandard
+
+    run_dir, cfg, _ = run
+    text = "".join(f"document {i} about the river and the city\n" for i in range(200_000)).encode()
+    blob = lzma.compress(text, preset=0) if codec == ".xz" else zstandard.ZstdCompressor().compress(text)
+    bad = tmp_path / f"en.txt{codec}"
+    bad.write_bytes(blob[: len(blob) * 2 // 3])
+    cfg["data"]["sources"] = {"en": [str(bad)]}
+    cfg["data"]["valid_sources"] = {}
+    cfg["phases"] = [{"name": "meta", "langs": ["en"], "steps": 1}]
+    cfg["baseline"] = []
+    shutil.rmtree(run_dir / "shards")
+    proc = megameta("preprocess", "--config", str(write_config(tmp_path / "bad.yaml", cfg)))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(bad) in last and "truncated" in last and "compressed byte" in last
