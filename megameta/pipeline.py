@@ -20,6 +20,7 @@ import yaml
 
 from megameta.config import PhaseConfig, RunConfig, dump_config
 from megameta.errors import EXIT_BAD_INPUT, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.layout import PhaseLayout
 from megameta.train.dist import free_port
 from megameta.train.trainer import DONE
 
@@ -168,13 +169,28 @@ class _Requeue(MegaMetaError):
     exit_code = EXIT_REQUEUE
 
 
+def hf_up_to_date(phase: PhaseLayout) -> bool:
+    """The phase's HF dir holds the checkpoint its DONE.json names (False when either is missing).
+
+    The one freshness test for conversion: the pipeline and ``slurm/convert_evaluate.sbatch`` (through
+    ``tools/slurm_env.py converted``) both skip a conversion that this says is done.
+    """
+    try:
+        done = json.loads(phase.done.read_text())
+        provenance = json.loads((phase.hf / "megameta_provenance.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(done, dict) and isinstance(provenance, dict) and provenance.get("tag") == done.get("tag")
+    )
+
+
 def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
     from megameta.convert import convert
 
     done = json.loads((cfg.phase_dir(phase.name) / DONE).read_text())
     out = cfg.hf_dir(phase.name)
-    prov = out / "megameta_provenance.json"
-    if prov.exists() and json.loads(prov.read_text()).get("tag") == done["tag"]:
+    if hf_up_to_date(cfg.layout.phase(phase.name)):
         say(f"convert {phase.name}: {out} up to date, skipped")
         return out
     info = convert(cfg.phase_dir(phase.name), out, tag=done["tag"])
