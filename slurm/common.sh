@@ -164,10 +164,11 @@ mm_unreachable() {  # mm_unreachable: log and return 0 when some node of the job
 mm_preflight() {  # every node reports itself; one all-reduce; a node that does not answer ends the attempt
   [[ ${PREFLIGHT:-1} == 1 ]] || return 0
   mkdir -p "$LOG_DIR/preflight"
+  rm -f "$LOG_DIR"/preflight/*.log  # this attempt's output only (the recorded addresses stay)
   if mm_unreachable; then
     mm_preflight_failed "a node of the job does not answer"
   fi
-  local -a cmd=(srun --kill-on-bad-exit=1 --open-mode=append --output="$LOG_DIR/preflight/%N.log"
+  local -a cmd=(srun --kill-on-bad-exit=1 --output="$LOG_DIR/preflight/%N.log"
     --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
     timeout "$((${MM_PREFLIGHT_TIMEOUT:-60} + 30))" "$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" preflight)
   mm_log "preflight: ${cmd[*]}"

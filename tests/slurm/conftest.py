@@ -61,8 +61,13 @@ def _seed_torch_extensions(target: Path) -> None:
     left by a killed node would block every later job), but building DeepSpeed's shared-memory op
     takes 45-65 s: reuse a finished build (its .so present; never a lock file) when there is one.
     """
-    default = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
-    for built in default.glob("*/*/*.so"):
-        dest = target / built.parent.relative_to(default)
+    # With TORCH_EXTENSIONS_DIR set, torch builds op X in $TORCH_EXTENSIONS_DIR/X; without, in
+    # ~/.cache/torch_extensions/py<ver>_<cpu|cuXY>/X.
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        built = Path(os.environ["TORCH_EXTENSIONS_DIR"]).glob("*/*.so")
+    else:
+        built = (Path.home() / ".cache" / "torch_extensions").glob("*/*/*.so")
+    for so in built:
+        dest = target / so.parent.name
         if not dest.exists():
-            shutil.copytree(built.parent, dest, ignore=shutil.ignore_patterns("lock"))
+            shutil.copytree(so.parent, dest, ignore=shutil.ignore_patterns("lock"))
