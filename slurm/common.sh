@@ -163,7 +163,8 @@ mm_unreachable() {  # mm_unreachable: log and return 0 when some node of the job
 
 mm_preflight() {  # every node reports itself; one all-reduce; a node that does not answer ends the attempt
   [[ ${PREFLIGHT:-1} == 1 ]] || return 0
-  mkdir -p "$LOG_DIR/preflight"
+  export MM_PREFLIGHT_DIR=$LOG_DIR/preflight  # each node records its training interface's address here
+  mkdir -p "$MM_PREFLIGHT_DIR"
   rm -f "$LOG_DIR"/preflight/*.log  # this attempt's output only (the recorded addresses stay)
   if mm_unreachable; then
     mm_preflight_failed "a node of the job does not answer"
