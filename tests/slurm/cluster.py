@@ -360,6 +360,9 @@ class NamespaceCluster(SlurmCluster):
                 proc.wait(timeout=5)
             # job processes left behind (slurmstepd daemonizes): they are this session's, in this namespace
             _terminate(self.node_pids(node), grace_s=5)
+            for iface in ("0", "1"):  # deleting our end removes the pair (not always done with the netns)
+                subprocess.run([_which("ip"), "link", "del", f"{self.tag}{iface}v{self.nodes.index(node) + 1}"],
+                               capture_output=True)  # fmt: skip
             subprocess.run([_which("ip"), "netns", "del", self.netns(node)], capture_output=True)
         for bridge in (self.bridge, self.data_bridge):
             subprocess.run([_which("ip"), "link", "del", bridge], capture_output=True)
