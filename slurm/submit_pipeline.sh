@@ -75,7 +75,7 @@ submit() {  # submit NAME PHASE TEMPLATE DEP [SBATCH OPTION...]: prints the job 
   [[ -z $dependency ]] || cmd+=(--dependency="afterok:$dependency")
   cmd+=("$MEGAMETA_HOME/slurm/$template")
   if [[ ${DRY_RUN:-0} == 1 ]]; then
-    echo "PHASE=$phase ${cmd[*]}" >&2
+    echo "PHASE=$phase${PREP_STEP:+ PREP_STEP=$PREP_STEP} ${cmd[*]}" >&2
     echo "DRY"
     return
   fi

@@ -459,3 +459,27 @@ def test_scancel_is_not_undone_by_a_requeue(slurm_cluster, run_root, tmp_path):
     time.sleep(2)
     info = job(slurm_cluster, job_id)
     assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", info
+
+
+def test_prep_pieces_submit_an_array_between_tokenizer_and_merge(slurm_cluster, run_root, tmp_path):
+    """PREP_PIECES=3: tokenizer job -> 3-task array of preprocess pieces -> merge -> phase 1 (dry run).
+
+    (The pieces themselves need `megameta preprocess --num-shards/--shard-index`; the one-piece chain
+    runs for real in the end-to-end test.)
+    """
+    proc = subprocess.run(
+        [str(SLURM_DIR / "submit_pipeline.sh"), str(run_root / "config.yaml"), f"run_dir={tmp_path}/run"],
+        env=job_env(slurm_cluster, DRY_RUN="1", PREP_PIECES="3"), cwd=run_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [re.search(r"--job-name=(\S+)", line).group(1) for line in lines] == [
+        "mm-prep-tokenizer", "mm-prep-pieces", "mm-prep", "mm-meta", "mm-xlingual", "mm-eval",
+    ]  # fmt: skip
+    steps = [re.search(r"PREP_STEP=(\w+)", line) for line in lines[:3]]
+    assert [m.group(1) for m in steps if m] == ["tokenizer", "piece", "finish"]
+    assert "--array=0-2" in lines[1] and "--array" not in lines[0] + lines[2]
+    # the prep jobs take PREP_SBATCH_ARGS, the GPU jobs SBATCH_ARGS; each job after the first waits
+    assert all(PREP_SBATCH_ARGS in line and SBATCH_ARGS not in line for line in lines[:3])
+    assert all(SBATCH_ARGS in line for line in lines[3:])
+    assert all("--dependency=afterok:" in line for line in lines[1:]) and "--dependency" not in lines[0]
