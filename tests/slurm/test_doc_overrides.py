@@ -4,8 +4,8 @@ Scans docs/*.md, README.md, comments in configs/**/*.yaml and slurm/* for ``key.
 (e.g. ``optim.lr=3e-4``, ``phases[1].alpha=0.5``) whose first part is a top-level config field,
 and loads each with :func:`megameta.config.load_config` on the demo config: a renamed or misspelt
 key in an example fails here instead of exiting 2 for the user who copies it. A value written as
-an upper-case placeholder (``train.eval_suite_every=N``) checks the key with the field's value
-from the demo config.
+a placeholder (``train.eval_suite_every=N``, ``=...``, ``=<seconds>``) checks the key with the
+field's value from the demo config.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_the_scan_finds_the_documented_examples():
 @pytest.mark.parametrize(("where", "override"), shown_overrides())
 def test_documented_override_loads(where, override):
     key, value = override.split("=", 1)
-    if re.fullmatch(r"[A-Z][A-Z_]*", value):  # a placeholder: check the key with a value of its type
+    if re.fullmatch(r"[A-Z][A-Z_]*|\.*|<.*>", value):  # a placeholder (N, ..., <x>): check the key, typed
         value = (
             yaml.safe_dump(_current_value(key), default_flow_style=True).strip().removesuffix("...").strip()
         )
