@@ -43,7 +43,9 @@ def test_converted_is_the_pipelines_freshness_test(tmp_path):
     config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", tmp_path / "corpus"))
     phase = RunLayout.of(tmp_path / "run").phase("xlingual")
 
-    def converted() -> int:  # in this process: the pipeline module imports torch, seconds per fresh interpreter
+    def converted() -> (
+        int
+    ):  # in this process: the pipeline module imports torch, seconds per fresh interpreter
         return main(["converted", "--config", str(config), "--phase", "xlingual"])
 
     assert converted() == 1  # nothing there
