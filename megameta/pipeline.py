@@ -137,14 +137,22 @@ class _Requeue(MegaMetaError):
     exit_code = EXIT_REQUEUE
 
 
-def converted_is_current(layout: PhaseLayout) -> bool:
-    """The phase's HF dir was converted from the checkpoint its DONE.json names."""
+def hf_up_to_date(phase: PhaseLayout) -> bool:
+    """The phase's HF dir holds the checkpoint its DONE.json names (False when either is missing).
+
+    The one freshness test for conversion: the pipeline and ``slurm/convert_evaluate.sbatch`` (through
+    ``tools/slurm_env.py converted``) both skip a conversion that this says is done.
+    """
     from megameta.convert import PROVENANCE  # the converter's record of its source checkpoint
 
-    prov = layout.hf / PROVENANCE
-    if not (prov.exists() and layout.done.exists()):
+    try:
+        done = json.loads(phase.done.read_text())
+        provenance = json.loads((phase.hf / PROVENANCE).read_text())
+    except (OSError, ValueError):
         return False
-    return json.loads(prov.read_text()).get("tag") == json.loads(layout.done.read_text())["tag"]
+    return (
+        isinstance(done, dict) and isinstance(provenance, dict) and provenance.get("tag") == done.get("tag")
+    )
 
 
 def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
@@ -152,7 +160,7 @@ def ensure_converted(cfg: RunConfig, phase: PhaseConfig) -> Path:
 
     layout = cfg.layout.phase(phase.name)
     out = layout.hf
-    if converted_is_current(layout):
+    if hf_up_to_date(layout):
         say(f"convert {phase.name}: {out} up to date, skipped")
         return out
     info = convert(layout.dir, out, tag=json.loads(layout.done.read_text())["tag"])

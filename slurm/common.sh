@@ -4,9 +4,14 @@
 #
 # What a template does with these:
 #   mm_require CONFIG            fail at once (exit 2) naming any required variable that is unset
-#   mm_setup INDEX               python, config (RUN_DIR, PHASE), log dir, rendezvous, signal traps
+#   mm_setup INDEX               python, config (RUN_DIR, PHASE and its paths), log dir, rendezvous, traps
 #   mm_step NAME cmd...          run one command in this (batch) shell; requeue/fail on its result
-#   mm_train                     train $PHASE on all allocated ranks; requeue on preemption
+#   mm_train                     preflight, then train $PHASE on all allocated ranks; requeue on
+#                                preemption or when a node stopped answering
+#
+# Paths come from tools/slurm_env.py (megameta.layout), never spelled here: RUN_DIR, LOG_ROOT,
+# TOKENIZER_DIR, SHARDS_DIR, PHASES and per phase DONE_FILES/HF_DIRS/EVAL_DIRS/REPORT_FILES; after
+# mm_setup also DONE_FILE, HF_DIR, EVAL_DIR, REPORT_FILE of $PHASE.
 #
 # Exit codes of a job: 0 done, 2 bad config/input (never requeued), 3 stopped with a checkpoint
 # but not requeued (SIGTERM: scancel/preemption/hard limit; MAX_RESTARTS reached; `scontrol
@@ -70,7 +75,7 @@ mm_run() {  # mm_run FORWARD_SIGNAL cmd...: run cmd in the background and wait; 
   MM_CHILD=""
 }
 
-mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before the first command
+mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase, "none" = no phase): all before the first command
   [[ -n ${SLURM_JOB_ID:-} ]] || mm_die "$MM_EXIT_BAD_INPUT" "not inside a SLURM job: submit with sbatch (or slurm/submit_pipeline.sh)"
   # First thing: an early signal is remembered (and acted on before the next step), not fatal.
   trap 'mm_on_signal USR1' USR1
@@ -87,17 +92,23 @@ mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before t
   [[ -f $CONFIG ]] || mm_die "$MM_EXIT_BAD_INPUT" "CONFIG=$CONFIG: no such file (relative paths are relative to $PWD)"
   read -r -a MM_OVERRIDES <<<"${EXTRA_ARGS:-}"
 
-  local info
-  RUN_DIR="" PHASES=()
-  info=$("$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" config --config "$CONFIG" "${MM_OVERRIDES[@]}") || exit "$MM_EXIT_BAD_INPUT"
-  eval "$info"  # RUN_DIR, PHASES
-  if [[ -z ${PHASE:-} ]]; then
-    local index=$1
-    [[ $index == last ]] && index=$((${#PHASES[@]} - 1))
-    ((index >= 0 && index < ${#PHASES[@]})) || mm_die "$MM_EXIT_BAD_INPUT" "PHASE: $CONFIG has no phase #$((index + 1)) (phases: ${PHASES[*]:-none}); set PHASE"
-    PHASE=${PHASES[$index]}
+  mm_config_info
+  if [[ $1 != none ]]; then
+    if [[ -z ${PHASE:-} ]]; then
+      local index=$1
+      [[ $index == last ]] && index=$((${#PHASES[@]} - 1))
+      ((index >= 0 && index < ${#PHASES[@]})) || mm_die "$MM_EXIT_BAD_INPUT" "PHASE: $CONFIG has no phase #$((index + 1)) (phases: ${PHASES[*]:-none}); set PHASE"
+      PHASE=${PHASES[$index]}
+    fi
+    local i
+    for i in "${!PHASES[@]}"; do
+      [[ ${PHASES[$i]} == "$PHASE" ]] || continue
+      # shellcheck disable=SC2034  # HF_DIR, EVAL_DIR, REPORT_FILE: for the templates
+      DONE_FILE=${DONE_FILES[$i]} HF_DIR=${HF_DIRS[$i]} EVAL_DIR=${EVAL_DIRS[$i]} REPORT_FILE=${REPORT_FILES[$i]}
+    done
+    [[ -n ${DONE_FILE:-} ]] || mm_die "$MM_EXIT_BAD_INPUT" "PHASE=$PHASE is not a phase of $CONFIG (phases: ${PHASES[*]})"
   fi
-  [[ " ${PHASES[*]} " == *" $PHASE "* ]] || mm_die "$MM_EXIT_BAD_INPUT" "PHASE=$PHASE is not a phase of $CONFIG (phases: ${PHASES[*]})"
+  mm_export_network
 
   NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
   # Ranks per node = --ntasks-per-node in every mode (= GPUs per node on a GPU cluster).
@@ -110,15 +121,74 @@ mm_setup() {  # mm_setup PHASE_INDEX ("last" = final phase): everything before t
   export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
   mm_log "attempt $((${SLURM_RESTART_COUNT:-0} + 1)) on ${SLURM_JOB_NODELIST:-?}: config $CONFIG ${EXTRA_ARGS:-}"
-  mm_log "run dir $RUN_DIR, phase $PHASE"
+  mm_log "run dir $RUN_DIR${PHASE:+, phase $PHASE}"
   [[ $LAUNCH_MODE != none ]] || return 0
 
-  LOG_DIR=$RUN_DIR/logs/${SLURM_JOB_NAME:-job}-$SLURM_JOB_ID
+  LOG_DIR=$LOG_ROOT/${SLURM_JOB_NAME:-job}-$SLURM_JOB_ID
   mkdir -p "$LOG_DIR" || mm_die 1 "cannot create the log dir $LOG_DIR"
   local rdv
   rdv=$("$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" rendezvous --probe-port) || mm_die 1 "rendezvous: could not derive MASTER_ADDR/MASTER_PORT"
-  eval "$rdv"  # export MASTER_ADDR MASTER_PORT
+  eval "$rdv"  # export MASTER_ADDR MASTER_PORT MM_NODE_NAMES MM_NODE_ADDRS
   mm_log "$NNODES node(s) x $NPROC_PER_NODE rank(s), mode $LAUNCH_MODE, master $MASTER_ADDR:$MASTER_PORT; per-rank logs: $LOG_DIR/"
+}
+
+mm_config_info() {  # RUN_DIR, LOG_ROOT, PHASES and the other paths of $CONFIG (+ overrides)
+  local info
+  # shellcheck disable=SC2034  # assigned by the eval below; the templates use them
+  RUN_DIR="" LOG_ROOT="" TOKENIZER_DIR="" SHARDS_DIR="" PHASES=() DONE_FILES=() HF_DIRS=() EVAL_DIRS=() REPORT_FILES=()
+  info=$("$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" config --config "$CONFIG" "${MM_OVERRIDES[@]}") || exit "$MM_EXIT_BAD_INPUT"
+  eval "$info"
+}
+
+mm_export_network() {  # the interface/transport variables of the variable block, exported when set
+  local var
+  for var in NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME NCCL_IB_HCA TORCH_NCCL_ASYNC_ERROR_HANDLING; do
+    if [[ -n ${!var:-} ]]; then
+      export "${var?}"
+    else
+      unset "$var"
+    fi
+  done
+  # NCCL watchdog: a failed or timed-out collective aborts the rank (after train.dist_timeout_s)
+  # instead of leaving it blocked; older PyTorch reads the variable's former name.
+  [[ -z ${TORCH_NCCL_ASYNC_ERROR_HANDLING:-} ]] || export NCCL_ASYNC_ERROR_HANDLING=$TORCH_NCCL_ASYNC_ERROR_HANDLING
+}
+
+mm_unreachable() {  # mm_unreachable: log and return 0 when some node of the job does not answer
+  local lines
+  lines=$(MM_PREFLIGHT_DIR=$LOG_DIR/preflight "$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" reach) && return 1
+  while read -r line; do mm_log "$line"; done <<<"$lines"
+  return 0
+}
+
+mm_preflight() {  # every node reports itself; one all-reduce; a node that does not answer ends the attempt
+  [[ ${PREFLIGHT:-1} == 1 ]] || return 0
+  export MM_PREFLIGHT_DIR=$LOG_DIR/preflight  # each node records its training interface's address here
+  mkdir -p "$MM_PREFLIGHT_DIR"
+  rm -f "$LOG_DIR"/preflight/*.log  # this attempt's output only (the recorded addresses stay)
+  if mm_unreachable; then
+    mm_preflight_failed "a node of the job does not answer"
+  fi
+  local -a cmd=(srun --kill-on-bad-exit=1 --output="$LOG_DIR/preflight/%N.log"
+    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
+    timeout "$((${MM_PREFLIGHT_TIMEOUT:-60} + 30))" "$PYTHON" "$MEGAMETA_HOME/tools/slurm_env.py" preflight)
+  mm_log "preflight: ${cmd[*]}"
+  mm_run TERM "${cmd[@]}"
+  cat "$LOG_DIR"/preflight/*.log 2>/dev/null | grep -a '^preflight:' | while read -r line; do mm_log "$line"; done
+  if ((MM_RC != 0)); then
+    [[ -z $MM_SIGNAL ]] || mm_requeue
+    mm_unreachable || true
+    mm_preflight_failed "preflight exit $MM_RC"
+  fi
+}
+
+mm_preflight_failed() {  # a first attempt fails (fix the network); an attempt after a requeue retries
+  if ((${SLURM_RESTART_COUNT:-0} == 0)); then
+    mm_die 1 "preflight failed ($1): see the lines above and $LOG_DIR/preflight/"
+  fi
+  mm_log "preflight failed ($1) after a requeue: waiting ${PREFLIGHT_RETRY_WAIT:-30}s, then requeueing"
+  sleep "${PREFLIGHT_RETRY_WAIT:-30}"
+  mm_requeue
 }
 
 mm_requeue() {  # put this job back in the queue (same job id; it resumes from its checkpoint)
@@ -170,9 +240,9 @@ mm_train_command() {  # fills MM_CMD with the srun line that trains $PHASE in $L
     --cpus-per-task="${SLURM_CPUS_ON_NODE:-1}" --output="$LOG_DIR/node%n.log")
   # Per node: the launcher ignores USR1 (its workers inherit that, then install the trainer's
   # handler), so a USR1 sent to the whole step reaches the workers without killing the launcher.
-  # @NODE_RANK@ becomes this node's SLURM_NODEID.
+  # @NODE_RANK@ becomes this node's SLURM_NODEID, @NODE_ADDR@ its address (MM_NODE_ADDRS, in node order).
   # shellcheck disable=SC2016  # expanded by the task's shell, not here
-  local node_shell='trap "" USR1; args=(); for a in "$@"; do args+=("${a//@NODE_RANK@/$SLURM_NODEID}"); done; exec "${args[@]}"'
+  local node_shell='trap "" USR1; addrs=($MM_NODE_ADDRS); args=(); for a in "$@"; do a=${a//@NODE_RANK@/$SLURM_NODEID}; args+=("${a//@NODE_ADDR@/${addrs[$SLURM_NODEID]}}"); done; exec "${args[@]}"'
   case $LAUNCH_MODE in
     srun)  # one task per rank; the rank variables come from SLURM's, per task
       # shellcheck disable=SC2016  # expanded by the task's shell, not here
@@ -180,11 +250,13 @@ mm_train_command() {  # fills MM_CMD with the srun line that trains $PHASE in $L
         bash -c 'export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS; exec "$@"' task
         "$PYTHON" -u "${train[@]}")
       ;;
-    torchrun)  # one torchrun per node, static rendezvous at MASTER_ADDR:MASTER_PORT
+    torchrun)  # one torchrun per node; c10d rendezvous hosted at MASTER_ADDR:MASTER_PORT
+      # --local_addr: the address the other nodes reach this one by (SLURM's NodeAddr), for the
+      # store the rank-0 agent hosts; its hostname may not resolve on the other nodes.
       MM_CMD=("${per_node[@]}" bash -c "$node_shell" node
-        "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank=@NODE_RANK@
-        --nproc_per_node="$NPROC_PER_NODE" --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT"
-        "${train[@]}")
+        "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
+        --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$SLURM_JOB_ID"
+        --local_addr=@NODE_ADDR@ --max_restarts=0 "${train[@]}")
       ;;
     deepspeed)  # one DeepSpeed launcher per node, no ssh/pdsh: each node starts its own ranks
       local hostfile=$LOG_DIR/hostfile
@@ -198,21 +270,32 @@ mm_train_command() {  # fills MM_CMD with the srun line that trains $PHASE in $L
   esac
 }
 
-mm_train() {  # train $PHASE; exit 0 when DONE.json exists, requeue when preempted, else fail
+mm_train() {  # train $PHASE; exit 0 when DONE.json exists, requeue when preempted or a node is lost
+  if [[ -n $MM_SIGNAL ]]; then mm_requeue; fi
+  if [[ -f $DONE_FILE ]]; then
+    mm_log "phase $PHASE complete: $DONE_FILE exists"
+    exit 0
+  fi
+  mm_preflight
   if [[ -n $MM_SIGNAL ]]; then mm_requeue; fi
   mm_train_command
   mm_log "train: ${MM_CMD[*]}"
   mm_run USR1 "${MM_CMD[@]}"
-  local done_file=$RUN_DIR/$PHASE/DONE.json
-  if [[ -f $done_file ]]; then  # the phase's own completion marker decides, whatever the exit status
+  if [[ -f $DONE_FILE ]]; then  # the phase's own completion marker decides, whatever the exit status
     # (a signal that lands while the finished ranks shut down must not requeue a finished phase)
-    mm_log "phase $PHASE complete (exit $MM_RC): $done_file"
+    mm_log "phase $PHASE complete (exit $MM_RC): $DONE_FILE"
     exit 0
   fi
-  ((MM_RC != 0)) || mm_die 1 "training exited 0 but $done_file is missing"
+  ((MM_RC != 0)) || mm_die 1 "training exited 0 but $DONE_FILE is missing"
   if ((MM_RC != MM_EXIT_BAD_INPUT)) && { ((MM_RC == MM_EXIT_REQUEUE)) || [[ -n $MM_SIGNAL ]]; }; then
     # The trainer saved a checkpoint and exited 3 (torchrun/deepspeed report their own code).
     mm_log "training stopped for requeue (exit $MM_RC${MM_SIGNAL:+, SIG$MM_SIGNAL})"
+    mm_requeue
+  fi
+  if ((MM_RC != MM_EXIT_BAD_INPUT)) && mm_unreachable; then
+    # A lost host or a cut link, not a fault of the run: continue from the last checkpoint once
+    # SLURM gives the job working nodes again.
+    mm_log "training failed (exit $MM_RC) because a node stopped answering: requeueing"
     mm_requeue
   fi
   mm_log "training failed (exit $MM_RC); last lines of the rank-0 log:"

@@ -1,7 +1,8 @@
-"""The SLURM templates against a real one-node SLURM cluster started on this machine.
+"""The SLURM templates against a real SLURM cluster started on this machine (one node used here;
+the two-node tests are in test_multihost.py).
 
-End to end with 2 tasks: ``slurm/submit_pipeline.sh`` submits the chain; phase 1 prepares the
-data and trains; a USR1 delivered mid-run (as ``--signal=B:USR1@grace`` does) makes it checkpoint,
+End to end with 2 tasks: ``slurm/submit_pipeline.sh`` submits the chain; a CPU job prepares the
+data, phase 1 trains; a USR1 delivered mid-run (as ``--signal=B:USR1@grace`` does) makes it checkpoint,
 exit for requeue and requeue itself; the requeued job resumes at the saved step; phase 2 starts
 only after phase 1 finished and from its weights; convert/evaluate run last. Also: a failing phase
 cancels its dependants, an unset required variable fails at once naming it, the multi-node
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,8 +31,10 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 SLURM_DIR = REPO / "slurm"
 SCRIPTS = sorted([*SLURM_DIR.glob("*.sh"), *SLURM_DIR.glob("*.sbatch")])
-# The test cluster has one CPU-only node with 2 CPUs: 2 ranks, no GPUs.
+# Each node of the test cluster has 2 CPUs and no GPU: 2 ranks on one node here.
 SBATCH_ARGS = "--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 --time=20"
+PREP_SBATCH_ARGS = "--cpus-per-task=1 --time=20"
+TWO_HOSTS = "--nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gpus-per-node=0 --time=20"
 
 
 # ------------------------------------------------------------------ helpers
@@ -51,7 +55,11 @@ def job_env(cluster, **extra: str) -> dict[str, str]:
         {
             "PYTHON": sys.executable,
             "SBATCH_ARGS": SBATCH_ARGS,
+            "PREP_SBATCH_ARGS": PREP_SBATCH_ARGS,
             "OMP_NUM_THREADS": "1",
+            # one build of DeepSpeed's shared-memory op per session, not shared with other runs
+            # (it is rebuilt when flags differ, 45-65 s)
+            "TORCH_EXTENSIONS_DIR": str(cluster.root / "torch_extensions"),
             "PYTHONPATH": str(REPO),
             **extra,
         }
@@ -134,7 +142,12 @@ def test_shellcheck_passes_on_every_script(slurm_packages):
 
 
 def test_templates_document_the_required_headers():
-    for name in ("phase1_meta.sbatch", "phase2_xlingual.sbatch", "convert_evaluate.sbatch"):
+    for name in (
+        "prepare_data.sbatch",
+        "phase1_meta.sbatch",
+        "phase2_xlingual.sbatch",
+        "convert_evaluate.sbatch",
+    ):
         text = (SLURM_DIR / name).read_text()
         for option in (
             "--nodes=",
@@ -151,7 +164,8 @@ def test_templates_document_the_required_headers():
 
 
 @pytest.mark.parametrize(
-    "template", ["phase1_meta.sbatch", "phase2_xlingual.sbatch", "convert_evaluate.sbatch"]
+    "template",
+    ["prepare_data.sbatch", "phase1_meta.sbatch", "phase2_xlingual.sbatch", "convert_evaluate.sbatch"],
 )
 def test_unset_required_variable_fails_at_once_naming_it(template, tmp_path):
     t = time.time()
@@ -198,11 +212,13 @@ def test_rendezvous_for_multi_node_lists_uses_scontrol(slurm_cluster):
             [sys.executable, str(REPO / "tools" / "slurm_env.py"), "rendezvous", "--ranks", "--probe-port"],
             env=env, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        got = dict(re.findall(r"^export (\w+)=(\S+)$", out, re.M))
+        got = {k: shlex.split(v)[0] for k, v in re.findall(r"^export (\w+)=(.+)$", out, re.M)}
         port = 20000 + zlib.crc32(b"73311") % 20000  # the same port megameta.train.dist derives
         assert got == {
-            "MASTER_ADDR": first,
+            "MASTER_ADDR": first,  # SLURM does not know these nodes: no NodeAddr, the name itself
             "MASTER_PORT": str(port),
+            "MM_NODE_NAMES": " ".join(hosts),
+            "MM_NODE_ADDRS": " ".join(hosts),
             "RANK": "13",
             "LOCAL_RANK": "5",
             "WORLD_SIZE": "32",
@@ -217,7 +233,7 @@ def test_launch_command_per_mode_for_four_nodes(slurm_cluster, tmp_path, mode):
         source "{SLURM_DIR}/common.sh"
         LAUNCH_MODE={mode} NNODES=4 NPROC_PER_NODE=8 MASTER_ADDR=gpu01 MASTER_PORT=29411
         SLURM_JOB_NODELIST='gpu[01-04]' SLURM_CPUS_ON_NODE=64 SLURM_CPUS_PER_TASK=8
-        LOG_DIR={tmp_path} PYTHON=python3 CONFIG=c.yaml PHASE=meta MM_OVERRIDES=(train.lr=1e-4)
+        LOG_DIR={tmp_path} PYTHON=python3 CONFIG=c.yaml PHASE=meta MM_OVERRIDES=(optim.lr=1e-4) SLURM_JOB_ID=41
         mm_train_command
         printf '%s\\n' "${{MM_CMD[@]}}"
     """
@@ -230,7 +246,7 @@ def test_launch_command_per_mode_for_four_nodes(slurm_cluster, tmp_path, mode):
         "c.yaml",
         "--phase",
         "meta",
-        "train.lr=1e-4",
+        "optim.lr=1e-4",
     ]
     if mode == "srun":  # one task per GPU; ranks from SLURM's variables, per task
         assert "--nodes=4" not in cmd and any("RANK=$SLURM_PROCID" in c for c in cmd)
@@ -245,20 +261,26 @@ def test_launch_command_per_mode_for_four_nodes(slurm_cluster, tmp_path, mode):
         assert shown.split() == ["13", "5", "32"]
         return
     assert {"--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--cpus-per-task=64"} <= set(cmd)
-    assert "--master_addr=gpu01" in cmd and "--master_port=29411" in cmd and "--node_rank=@NODE_RANK@" in cmd
-    if mode == "torchrun":
-        assert {"torch.distributed.run", "--nnodes=4", "--nproc_per_node=8"} <= set(cmd)
+    if mode == "torchrun":  # c10d rendezvous at the master; each node offers its own address
+        assert {"torch.distributed.run", "--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d"} <= set(
+            cmd
+        )
+        assert {"--rdzv_endpoint=gpu01:29411", "--rdzv_id=41", "--local_addr=@NODE_ADDR@"} <= set(cmd)
     else:
+        assert "--master_addr=gpu01" in cmd and "--master_port=29411" in cmd
+        assert "--node_rank=@NODE_RANK@" in cmd
         assert {"deepspeed.launcher.runner", "--no_ssh"} <= set(cmd)
         hostfile = (tmp_path / "hostfile").read_text().split("\n")
         assert hostfile[:4] == [f"gpu0{i} slots=8" for i in range(1, 5)]
-    # The per-node shell puts this node's SLURM_NODEID in and ignores USR1 (its workers handle it).
+    # The per-node shell puts this node's SLURM_NODEID and address in and ignores USR1 (its workers
+    # handle it).
     node = cmd[cmd.index("bash") : cmd.index("bash") + 4]
     shown = subprocess.run(
-        [*node, "bash", "-c", 'echo "$1"; trap -p USR1', "x", "--node_rank=@NODE_RANK@"],
-        env={"PATH": os.environ["PATH"], "SLURM_NODEID": "3"}, capture_output=True, text=True,
+        [*node, "bash", "-c", 'echo "$1 $2"; trap -p USR1', "x", "--node_rank=@NODE_RANK@", "--local_addr=@NODE_ADDR@"],
+        env={"PATH": os.environ["PATH"], "SLURM_NODEID": "3", "MM_NODE_ADDRS": "10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4"},
+        capture_output=True, text=True,
     ).stdout  # fmt: skip
-    assert shown.splitlines()[0] == "--node_rank=3" and "USR1" in shown
+    assert shown.splitlines()[0] == "--node_rank=3 --local_addr=10.0.0.4" and "USR1" in shown
 
 
 def test_submit_rejects_a_bad_config_before_queueing(slurm_cluster, run_root):
@@ -272,32 +294,34 @@ def test_submit_rejects_a_bad_config_before_queueing(slurm_cluster, run_root):
 
 # ------------------------------------------------------------------ on the cluster
 def test_failed_phase_cancels_its_dependants(slurm_cluster, run_root):
-    # Phase 1's data prep fails (the corpus dir does not exist): exit 2, never requeued.
+    # The data prep job fails (the corpus dir does not exist): exit 2, never requeued.
     out, ids = submit_pipeline(
         slurm_cluster, run_root / "config.yaml", f"run_dir={run_root}/failing", "corpus.dir=/nonexistent/corpus", cwd=run_root
     )  # fmt: skip
-    assert len(ids) == 3, out
+    assert len(ids) == 4, out
     first = wait_state(slurm_cluster, ids[0], {"FAILED", "COMPLETED"}, 90)
     assert first["JobState"] == "FAILED" and first["ExitCode"] == "2:0" and first["Restarts"] == "0"
     for dependant in ids[1:]:
         info = wait_state(slurm_cluster, dependant, {"CANCELLED", "COMPLETED", "FAILED"}, 30)
         assert info["JobState"] == "CANCELLED" and info["Reason"] == "DependencyNeverSatisfied", info
-    log = (run_root / "failing" / "logs" / f"mm-meta-{ids[0]}.out").read_text()
+    log = (run_root / "failing" / "logs" / f"mm-prep-{ids[0]}.out").read_text()
     assert "corpus.dir" in log and "tokenizer failed (exit 2)" in log
 
 
 def test_pipeline_end_to_end_with_preemption_and_requeue(slurm_cluster, run_root):
+    """The chain as docs/cluster.md walks through it: data prep on one node, then two hosts."""
     config = run_root / "config.yaml"
     run = run_root / "run"
-    out, ids = submit_pipeline(slurm_cluster, config, cwd=run_root)
-    assert len(ids) == 3, out
-    meta_id, xl_id, eval_id = ids
+    out, ids = submit_pipeline(slurm_cluster, config, cwd=run_root, SBATCH_ARGS=TWO_HOSTS)
+    assert len(ids) == 4, out
+    prep_id, meta_id, xl_id, eval_id = ids
+    assert f"submitted job {meta_id} (starts after job {prep_id} succeeds)" in out
     assert f"submitted job {xl_id} (starts after job {meta_id} succeeds)" in out
     assert f"submitted job {eval_id} (starts after job {xl_id} succeeds)" in out
 
     # Rerunning while the chain is queued reuses the queued jobs instead of submitting twice.
-    again, again_ids = submit_pipeline(slurm_cluster, config, cwd=run_root)
-    assert again_ids == ids and again.count("already queued") == 3, again
+    again, again_ids = submit_pipeline(slurm_cluster, config, cwd=run_root, SBATCH_ARGS=TWO_HOSTS)
+    assert again_ids == ids and again.count("already queued") == 4, again
 
     # Phase 1 trains; USR1 to the batch shell mid-run, as --signal=B:USR1@<grace> sends it.
     rank0 = run / "logs" / f"mm-meta-{meta_id}" / "rank0.log"
@@ -314,8 +338,16 @@ def test_pipeline_end_to_end_with_preemption_and_requeue(slurm_cluster, run_root
     meta = wait_state(slurm_cluster, meta_id, {"COMPLETED", "FAILED", "CANCELLED"}, 240)
     job_log = (run / "logs" / f"mm-meta-{meta_id}.out").read_text()
     assert meta["JobState"] == "COMPLETED" and meta["Restarts"] == "1", job_log
+    assert meta["NumNodes"] == "2" and "2 node(s) x 1 rank(s), mode srun" in job_log
     assert "received SIGUSR1" in job_log and "training stopped for requeue (exit 3" in job_log
-    assert "attempt 2 on" in job_log and "data prep: finished in an earlier attempt" in job_log
+    assert "attempt 2 on" in job_log and "tokenizer:" not in job_log  # data prep is its own job
+    prep = job(slurm_cluster, prep_id)
+    assert (
+        prep["JobState"] == "COMPLETED"
+        and "data ready" in (run / "logs" / f"mm-prep-{prep_id}.out").read_text()
+    )
+    meta_start = log_time(next(line for line in job_log.splitlines() if "attempt 1 on" in line))
+    assert meta_start >= int((run / "shards" / "manifest.json").stat().st_mtime)
 
     text = rank0.read_text()
     saved = re.search(r"saving checkpoint at step (\d+) and exiting for requeue", text)
@@ -354,14 +386,14 @@ def test_pipeline_end_to_end_with_preemption_and_requeue(slurm_cluster, run_root
 
     # Safe to rerun: everything is complete, nothing is submitted.
     rerun, rerun_ids = submit_pipeline(slurm_cluster, config, cwd=run_root)
-    assert rerun_ids == [] and "nothing to submit" in rerun and rerun.count("skipped") == 3, rerun
+    assert rerun_ids == [] and "nothing to submit" in rerun and rerun.count("skipped") == 4, rerun
 
 
 def test_cluster_fixture_is_a_real_slurm(slurm_cluster):
     out = subprocess.run(
         ["sinfo", "-h", "-o", "%P %D %c"], env=slurm_cluster.env, capture_output=True, text=True
     )
-    assert out.returncode == 0 and out.stdout.split() == ["debug*", "1", "2"]
+    assert out.returncode == 0 and out.stdout.split() == ["debug*", "2", "2"]  # two nodes, 2 CPUs each
     assert shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()
 
 
@@ -414,6 +446,7 @@ def test_scancel_is_not_undone_by_a_requeue(slurm_cluster, run_root, tmp_path):
         CONFIG=str(run_root / "config.yaml"),
         EXTRA_ARGS=f"run_dir={tmp_path / 'run'}",
         MEGAMETA_HOME=str(REPO),
+        PREPARE_DATA="1",  # prepare inside the job: the tokenizer step is where we cancel it
     )
     job_id = subprocess.run(
         ["sbatch", "--parsable", *SBATCH_ARGS.split(), f"--output={tmp_path}/%j.out", str(SLURM_DIR / "phase1_meta.sbatch")],
@@ -426,3 +459,27 @@ def test_scancel_is_not_undone_by_a_requeue(slurm_cluster, run_root, tmp_path):
     time.sleep(2)
     info = job(slurm_cluster, job_id)
     assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", info
+
+
+def test_prep_pieces_submit_an_array_between_tokenizer_and_merge(slurm_cluster, run_root, tmp_path):
+    """PREP_PIECES=3: tokenizer job -> 3-task array of preprocess pieces -> merge -> phase 1 (dry run).
+
+    (The pieces themselves need `megameta preprocess --num-shards/--shard-index`; the one-piece chain
+    runs for real in the end-to-end test.)
+    """
+    proc = subprocess.run(
+        [str(SLURM_DIR / "submit_pipeline.sh"), str(run_root / "config.yaml"), f"run_dir={tmp_path}/run"],
+        env=job_env(slurm_cluster, DRY_RUN="1", PREP_PIECES="3"), cwd=run_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [re.search(r"--job-name=(\S+)", line).group(1) for line in lines] == [
+        "mm-prep-tokenizer", "mm-prep-pieces", "mm-prep", "mm-meta", "mm-xlingual", "mm-eval",
+    ]  # fmt: skip
+    steps = [re.search(r"PREP_STEP=(\w+)", line) for line in lines[:3]]
+    assert [m.group(1) for m in steps if m] == ["tokenizer", "piece", "finish"]
+    assert "--array=0-2" in lines[1] and "--array" not in lines[0] + lines[2]
+    # the prep jobs take PREP_SBATCH_ARGS, the GPU jobs SBATCH_ARGS; each job after the first waits
+    assert all(PREP_SBATCH_ARGS in line and SBATCH_ARGS not in line for line in lines[:3])
+    assert all(SBATCH_ARGS in line for line in lines[3:])
+    assert all("--dependency=afterok:" in line for line in lines[1:]) and "--dependency" not in lines[0]
