@@ -3,6 +3,9 @@
 Every CLI verb takes ``--config FILE.yaml`` plus dotted overrides
 (``train.micro_batch_size=8 phases[1].alpha=0.5``). Loading is strict: unknown
 keys, wrong types and out-of-range values fail with the field's full path.
+Each concern's section lives beside the code it configures (``data/config.py``,
+``model/config.py``, ``train/config.py``, ``evaluate/config.py``); the phases, the recipe
+as data, live here.
 """
 
 from __future__ import annotations
@@ -12,264 +15,30 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megameta.configtools import apply_overrides, from_dict, load_yaml, to_dict
+from megameta.configtools import apply_overrides, check, from_dict, load_yaml, to_dict
+from megameta.data.config import CorpusConfig, DataConfig, TokenizerConfig
 from megameta.errors import ConfigError
 from megameta.evaluate.config import EvalConfig
-from megameta.launch import LAUNCHERS as LAUNCHER_REGISTRY
 from megameta.layout import RunLayout
 from megameta.model.config import ModelConfig
-from megameta.train.schedule import SCHEDULES as SCHEDULE_REGISTRY
+from megameta.train.config import LaunchConfig, OptimConfig, TrainConfig
 
-# The choices come from the registries that act on them, so a new entry there is valid here too.
-PRECISIONS = ("fp32", "bf16", "fp16")
-SCHEDULES = tuple(SCHEDULE_REGISTRY)
-LAUNCHERS = tuple(LAUNCHER_REGISTRY)
-
-
-def _check(cond: bool, path: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{path}: {msg}")
-
-
-@dataclass
-class CorpusConfig:
-    """Where raw text lives."""
-
-    dir: str = "cache/demo_corpus"
-    """Root of the raw corpus; relative source paths in ``data`` resolve against it."""
-    demo: bool = True
-    """Build the embedded demo corpus into ``dir`` when it is missing (``fetch-demo-corpus``)."""
-
-
-@dataclass
-class TokenizerConfig:
-    """The shared SentencePiece vocabulary, trained on all languages of ``data.sources``."""
-
-    vocab_size: int = 8000
-    """SentencePiece pieces; the HF tokenizer adds 4 (``<s> <pad> </s> <unk>`` offset + ``<mask>``)."""
-    model_type: str = "unigram"
-    """SentencePiece algorithm: unigram (as XLM-R) or bpe."""
-    alpha: float = 0.3
-    """Language smoothing for the training sentences: language l is sampled with p_l^alpha."""
-    max_sentences: int = 200_000
-    """Sentences sampled (over all languages) to train the vocabulary."""
-    character_coverage: float = 0.9995
-    """Fraction of characters covered by the vocabulary (rare characters fall back to ``<unk>``)."""
-    seed: int = 0
-    """Seed of the sentence sample."""
-
-    def validate(self, path: str) -> None:
-        _check(self.vocab_size >= 100, f"{path}.vocab_size", f"must be >= 100, got {self.vocab_size}")
-        _check(
-            self.model_type in ("unigram", "bpe"),
-            f"{path}.model_type",
-            f"must be unigram or bpe, got {self.model_type!r}",
-        )
-        _check(0 < self.alpha <= 1, f"{path}.alpha", f"must be in (0, 1], got {self.alpha}")
-        _check(self.max_sentences > 0, f"{path}.max_sentences", f"must be > 0, got {self.max_sentences}")
-        _check(
-            0 < self.character_coverage <= 1,
-            f"{path}.character_coverage",
-            f"must be in (0, 1], got {self.character_coverage}",
-        )
-
-
-@dataclass
-class DataConfig:
-    """Raw text -> shards (preprocess) and shards -> MLM batches (train)."""
-
-    sources: dict[str, list[str]] = field(default_factory=dict)
-    """Training text per language: ``lang -> [files]``: .txt (layout: ``format``), .jsonl, .parquet,
-    ``hf:NAME``; .txt and .jsonl may be compressed (.gz, .xz, .bz2, .zst). Languages listed in ``langs``
-    get their entry from ``source_pattern`` unless they have one here."""
-    valid_sources: dict[str, list[str]] = field(default_factory=dict)
-    """Validation text per language (same formats); never sampled for training."""
-    langs: list[str] = field(default_factory=list)
-    """Languages whose files come from ``source_pattern`` / ``valid_source_pattern`` (e.g. CC-100's 100)."""
-    source_pattern: str = ""
-    """Training file per language in ``langs``, with ``{lang}`` for the code, e.g. ``cc100/{lang}.txt.xz``."""
-    valid_source_pattern: str = ""
-    """Validation file per language in ``langs`` (optional), e.g. ``cc100-valid/{lang}.txt.xz``."""
-    format: str = "lines"
-    """Plain-text layout: ``lines`` (one document per line) or ``paragraphs`` (CC-100: one paragraph per
-    line, documents separated by a blank line). JSON lines, parquet and ``hf:`` sources ignore it."""
-    dedup: bool = False
-    """Drop exact duplicate documents (same text after case folding and whitespace collapsing) per
-    language and split when preprocessing; counted in the manifest as ``duplicate document``."""
-    text_field: str = "text"
-    """Field holding the document text in .jsonl / .parquet files."""
-    workers: int = 2
-    """Parallel tokenizer processes for ``preprocess`` (``--workers N`` sets it)."""
-    max_seq_len: int = 128
-    """Tokens per packed training sequence, ``<s>`` and ``</s>`` included."""
-    alpha: float = 0.3
-    """Language sampling exponent: q_l = p_l^alpha / sum_k p_k^alpha (XLM-R 0.3, XLM 0.5, mBERT 0.7)."""
-    mask_prob: float = 0.15
-    """Fraction of non-special tokens selected for MLM (then 80% <mask>, 10% random, 10% unchanged)."""
-    whole_word_mask: bool = False
-    """Mask whole SentencePiece words (pieces starting with the word marker) instead of single pieces."""
-    seed: int = 1234
-    """Seed of the sample order and the masking; the stream is a pure function of (seed, sample index)."""
-
-    def __post_init__(self) -> None:
-        # Patterns expand into plain per-language sources here, so every reader of the config (the
-        # phases' language checks, the trainer, preprocessing) sees one shape; explicit entries win.
-        for pattern, target in (
-            (self.source_pattern, self.sources),
-            (self.valid_source_pattern, self.valid_sources),
-        ):
-            if pattern:
-                for lang in self.langs:
-                    target.setdefault(lang, [pattern.replace("{lang}", lang)])
-
-    def validate(self, path: str) -> None:
-        _check(self.workers >= 1, f"{path}.workers", f"must be >= 1, got {self.workers}")
-        _check(self.max_seq_len >= 8, f"{path}.max_seq_len", f"must be >= 8, got {self.max_seq_len}")
-        _check(0 < self.alpha <= 1, f"{path}.alpha", f"must be in (0, 1], got {self.alpha}")
-        _check(0 < self.mask_prob < 1, f"{path}.mask_prob", f"must be in (0, 1), got {self.mask_prob}")
-        _check(
-            self.format in ("lines", "paragraphs"),
-            f"{path}.format",
-            f"must be lines or paragraphs, got {self.format!r}",
-        )
-        for name in ("source_pattern", "valid_source_pattern"):
-            pattern = getattr(self, name)
-            _check(
-                not pattern or "{lang}" in pattern,
-                f"{path}.{name}",
-                f"must contain {{lang}}, got {pattern!r}",
-            )
-            _check(not pattern or bool(self.langs), f"{path}.langs", f"needs the languages of {name}")
-        _check(
-            not self.langs or bool(self.source_pattern or self.valid_source_pattern),
-            f"{path}.source_pattern",
-            "needed when data.langs is set (e.g. cc100/{lang}.txt.xz)",
-        )
-        _check(len(set(self.langs)) == len(self.langs), f"{path}.langs", f"has duplicates: {self.langs}")
-        for lang, files in {**self.sources, **self.valid_sources}.items():
-            _check(bool(files), f"{path}.sources.{lang}", "needs at least one file")
-
-
-@dataclass
-class OptimConfig:
-    """AdamW and the learning-rate schedule (values per phase can override lr and warmup)."""
-
-    lr: float = 5e-4
-    """Peak learning rate."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    """Adam betas (XLM-R: 0.9, 0.98)."""
-    eps: float = 1e-6
-    """Adam epsilon."""
-    weight_decay: float = 0.01
-    """Decoupled weight decay; never applied to biases and LayerNorm weights."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clipping (0 disables)."""
-    warmup_steps: int = 100
-    """Linear warm-up steps from 0 to ``lr``."""
-    schedule: str = "linear"
-    """Decay after warm-up: linear, cosine or constant."""
-    min_lr_ratio: float = 0.0
-    """Final learning rate as a fraction of ``lr``."""
-
-    def validate(self, path: str) -> None:
-        _check(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
-        _check(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            f"{path}.betas",
-            f"must be two numbers in [0, 1), got {self.betas}",
-        )
-        _check(self.eps > 0, f"{path}.eps", f"must be > 0, got {self.eps}")
-        _check(self.weight_decay >= 0, f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(self.grad_clip >= 0, f"{path}.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _check(self.warmup_steps >= 0, f"{path}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _check(
-            self.schedule in SCHEDULES,
-            f"{path}.schedule",
-            f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
-        )
-        _check(
-            0 <= self.min_lr_ratio <= 1, f"{path}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
-        )
-
-
-@dataclass
-class TrainConfig:
-    """Batching, precision, DeepSpeed, checkpoints and logging (shared by all phases)."""
-
-    micro_batch_size: int = 16
-    """Sequences per rank per forward pass."""
-    grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
-    global_batch_size: int = 0
-    """Sequences per optimizer step over all ranks; 0 = micro_batch_size * grad_accum * world size.
-    When set it must equal that product (checked at launch, when the world size is known)."""
-    precision: str = "fp32"
-    """fp32, bf16 or fp16 (fp16 needs an accelerator that supports it)."""
-    deepspeed_config: str = "ds_configs/zero1.json"
-    """DeepSpeed JSON template; batch sizes and precision are filled in from this config."""
-    zero_stage: int | None = None
-    """Override the template's ZeRO stage (0-3)."""
-    log_every: int = 10
-    """Steps between console/TensorBoard logs."""
-    eval_every: int = 0
-    """Steps between validation-loss evaluations per language (0 = only at the end)."""
-    eval_suite_every: int = 0
-    """Steps between runs of the full evaluation suite (``evaluate`` section: MLM loss, retrieval,
-    classification) on the checkpoint just saved, logged to TensorBoard as ``eval/*`` (0 = off;
-    must be a multiple of save_every). Runs on rank 0 while the other ranks wait."""
-    eval_batches: int = 4
-    """Micro-batches per language for each validation evaluation."""
-    save_every: int = 100
-    """Steps between checkpoints (a final one is always written)."""
-    keep_last: int = 2
-    """Newest checkpoints to keep."""
-    keep_every: int = 0
-    """Also keep every checkpoint whose step is a multiple of this (0 = none)."""
-    seed: int = 1234
-    """Seed for weights init, dropout and every other RNG."""
-    tensorboard: bool = True
-    """Write TensorBoard scalars (rank 0)."""
-    log_samples: bool = False
-    """Log every rank's (sample id, language, chunk) per step to ``<phase>/samples/`` (data audits)."""
-    dist_timeout_s: int = 1800
-    """Collective timeout; a hung rank fails the job after this many seconds."""
-
-    def validate(self, path: str) -> None:
-        for name in (
-            "micro_batch_size",
-            "grad_accum",
-            "log_every",
-            "save_every",
-            "keep_last",
-            "eval_batches",
-            "dist_timeout_s",
-        ):
-            value = getattr(self, name)
-            _check(value >= 1, f"{path}.{name}", f"must be >= 1, got {value}")
-        for name in ("global_batch_size", "eval_every", "keep_every", "eval_suite_every"):
-            value = getattr(self, name)
-            _check(value >= 0, f"{path}.{name}", f"must be >= 0, got {value}")
-        _check(
-            self.precision in PRECISIONS,
-            f"{path}.precision",
-            f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-        )
-        _check(
-            self.zero_stage in (None, 0, 1, 2, 3),
-            f"{path}.zero_stage",
-            f"must be 0, 1, 2 or 3, got {self.zero_stage}",
-        )
-        _check(
-            self.eval_suite_every % self.save_every == 0,
-            f"{path}.eval_suite_every",
-            f"{self.eval_suite_every} is not a multiple of save_every ({self.save_every})",
-        )
-        per_rank = self.micro_batch_size * self.grad_accum
-        _check(
-            self.global_batch_size % per_rank == 0,
-            f"{path}.global_batch_size",
-            f"{self.global_batch_size} is not a multiple of micro_batch_size * grad_accum = {per_rank}",
-        )
+__all__ = [
+    "CorpusConfig",
+    "DataConfig",
+    "EvalConfig",
+    "InitFrom",
+    "LaunchConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PhaseConfig",
+    "ResolvedPhase",
+    "RunConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+]
 
 
 @dataclass
@@ -297,44 +66,23 @@ class PhaseConfig:
     (a path); optimizer and schedule start fresh. None = random init."""
 
     def validate(self, path: str) -> None:
-        _check(
+        check(
             bool(self.name) and "/" not in self.name,
             f"{path}.name",
             f"must be a non-empty name without '/', got {self.name!r}",
         )
-        _check(bool(self.langs), f"{path}.langs", "needs at least one language")
-        _check(self.steps >= 0 and self.tokens >= 0, f"{path}.steps", "steps and tokens must be >= 0")
-        _check(self.steps > 0 or self.tokens > 0, f"{path}.steps", "set steps or tokens (the phase's budget)")
+        check(bool(self.langs), f"{path}.langs", "needs at least one language")
+        check(self.steps >= 0 and self.tokens >= 0, f"{path}.steps", "steps and tokens must be >= 0")
+        check(self.steps > 0 or self.tokens > 0, f"{path}.steps", "set steps or tokens (the phase's budget)")
         for name in ("alpha", "alpha_end"):
             value = getattr(self, name)
-            _check(value is None or 0 < value <= 1, f"{path}.{name}", f"must be in (0, 1], got {value}")
-        _check(self.lr is None or self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
-        _check(
+            check(value is None or 0 < value <= 1, f"{path}.{name}", f"must be in (0, 1], got {value}")
+        check(self.lr is None or self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
+        check(
             self.warmup_steps is None or self.warmup_steps >= 0,
             f"{path}.warmup_steps",
             f"must be >= 0, got {self.warmup_steps}",
         )
-
-
-@dataclass
-class LaunchConfig:
-    """How ``megameta pipeline`` launches each training phase."""
-
-    launcher: str = "deepspeed"
-    """deepspeed, torchrun, mpirun, or none (in this process, one rank)."""
-    nproc: int = 2
-    """Processes (GPUs, or CPU ranks) per node."""
-    omp_threads: int = 1
-    """OMP_NUM_THREADS per rank when running on CPU."""
-
-    def validate(self, path: str) -> None:
-        _check(
-            self.launcher in LAUNCHERS,
-            f"{path}.launcher",
-            f"must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}",
-        )
-        _check(self.nproc >= 1, f"{path}.nproc", f"must be >= 1, got {self.nproc}")
-        _check(self.omp_threads >= 1, f"{path}.omp_threads", f"must be >= 1, got {self.omp_threads}")
 
 
 @dataclass
@@ -357,27 +105,27 @@ class RunConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def validate(self, path: str) -> None:
-        _check(bool(self.data.sources), "data.sources", "needs at least one language with training files")
+        check(bool(self.data.sources), "data.sources", "needs at least one language with training files")
         for group in ("phases", "baseline"):
             seen: list[str] = []
             for i, phase in enumerate(getattr(self, group)):
                 where = f"{group}[{i}]"
-                _check(phase.name not in seen, f"{where}.name", f"duplicate phase name {phase.name!r}")
+                check(phase.name not in seen, f"{where}.name", f"duplicate phase name {phase.name!r}")
                 for lang in phase.langs:
-                    _check(
+                    check(
                         lang in self.data.sources,
                         f"{where}.langs",
                         f"language {lang!r} has no entry in data.sources ({', '.join(self.data.sources)})",
                     )
                 ref = phase.init_from
                 if ref and not _looks_like_path(ref):
-                    _check(
+                    check(
                         ref in seen,
                         f"{where}.init_from",
                         f"{ref!r} is not an earlier phase ({', '.join(seen) or 'none'}) nor a path",
                     )
                 if ref and _looks_like_path(ref):
-                    _check(
+                    check(
                         Path(os.path.expanduser(ref)).exists(),
                         f"{where}.init_from",
                         f"path {ref} does not exist",

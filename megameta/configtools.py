@@ -93,6 +93,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
 
 
+def check(cond: bool, path: str, msg: str) -> None:
+    """Raise ConfigError ``"<path>: <msg>"`` unless ``cond``: the one shape of a validation message."""
+    if not cond:
+        raise ConfigError(f"{path}: {msg}")
+
+
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     """Build dataclass ``cls`` from a plain dict, strictly. ``path`` prefixes error messages."""
     if data is None:
