@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,13 +240,7 @@ def _iter_parquet(path: Path, text_field: str, stats: ReadStats) -> Iterator[str
     if text_field not in pf.schema_arrow.names:
         raise InputError(f"{path}: no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)})")
     for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
-        for value in batch.column(0).to_pylist():
-            if not isinstance(value, str) or not value.strip():
-                stats.skipped["empty document"] += 1
-                continue
-            stats.docs += 1
-            stats.bytes += len(value.encode("utf-8"))
-            yield value.strip()
+        yield from _documents(batch.column(0).to_pylist(), stats)
 
 
 def _iter_hf(source: str, text_field: str, stats: ReadStats) -> Iterator[str]:
@@ -269,8 +263,12 @@ def _iter_hf(source: str, text_field: str, stats: ReadStats) -> Iterator[str]:
             ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:  # the datasets library raises many types; the user needs the message
         raise InputError(f"cannot open Hugging Face dataset '{source}': {e}") from None
-    for record in ds:
-        value = record.get(text_field)
+    yield from _documents((record.get(text_field) for record in ds), stats)
+
+
+def _documents(values: Iterable[object], stats: ReadStats) -> Iterator[str]:
+    """The non-empty text values of a column, stripped; anything else is counted as an empty document."""
+    for value in values:
         if not isinstance(value, str) or not value.strip():
             stats.skipped["empty document"] += 1
             continue
