@@ -18,6 +18,7 @@ from megameta.evaluate.config import EvalConfig
 from megameta.launch import LAUNCHERS as LAUNCHER_REGISTRY
 from megameta.layout import RunLayout
 from megameta.model.config import ModelConfig
+from megameta.train.guard import GuardConfig
 from megameta.train.schedule import SCHEDULES as SCHEDULE_REGISTRY
 
 # The choices come from the registries that act on them, so a new entry there is valid here too.
@@ -189,8 +190,11 @@ class TrainConfig:
     """Log every rank's (sample id, language, chunk) per step to ``<phase>/samples/`` (data audits)."""
     dist_timeout_s: int = 1800
     """Collective timeout; a hung rank fails the job after this many seconds."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """Divergence guard: skip non-finite or spiking steps, roll back after several in a row."""
 
     def validate(self, path: str) -> None:
+        self.guard.validate(f"{path}.guard")
         for name in (
             "micro_batch_size",
             "grad_accum",

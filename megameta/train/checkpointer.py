@@ -121,6 +121,31 @@ class Checkpointer:
             ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
         return state, restored
 
+    def rollback(self, engine, before_step: int) -> tuple[dict, bool, str]:
+        """Load the newest intact checkpoint written before ``before_step`` into the live ``engine``
+        (the divergence guard's rollback): our client state, whether RNG was restored, and its tag."""
+        tags = ckpt.list_tags(self.root) if self.is_main else []
+        good = [
+            t for t in tags if ckpt.step_of(t) < before_step and ckpt.check_integrity(self.root / t) is None
+        ]
+        box = [good[-1] if good else None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is None:
+            raise MegaMetaError(
+                f"training diverged from step {before_step} and {self.root} holds no intact checkpoint "
+                f"before it to roll back to (lower train.save_every, or raise train.guard.max_bad_steps)"
+            )
+        if CheckpointMeta.read(self.root / box[0]).world_size != self.world:
+            # Only the first checkpoint after a world-size change is in another layout; rolling back past
+            # the resume point would need the re-sharding of `find` on a live engine.
+            raise MegaMetaError(
+                f"training diverged from step {before_step}; the checkpoint before it, {self.root / box[0]}, "
+                f"was written on another world size: resume the run from it (requeue) instead"
+            )
+        self.load_tag = box[0]
+        state, restored = self.load(engine)
+        return state, restored, box[0]
+
     # ---------------------------------------------------------------- save
     def exists(self, step: int) -> bool:
         """Whether the checkpoint of ``step`` is on disk (rank 0's view, shared)."""
