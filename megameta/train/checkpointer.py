@@ -25,6 +25,7 @@ from megameta.config import InitFrom
 from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import write_atomic
 from megameta.layout import PhaseLayout
+from megameta.train.reshard import zero3_group_pairing
 
 
 def check_data_stream(saved: dict | None, current: dict, where: Path) -> None:
@@ -71,15 +72,9 @@ class Checkpointer:
                 f"{where} was saved with ZeRO-{saved_stage} but this run uses ZeRO-{stage}; "
                 f"resume with the same stage, or start a new phase from its weights (init_from)"
             )
-        if meta.world_size != self.world and stage == 3:
-            # DeepSpeed 0.19's ZeRO-3 universal load restores weights exactly but not the optimizer
-            # state (the loss trajectory drifts): refuse rather than resume silently off-course.
-            raise InputError(
-                f"{where}: resuming ZeRO-3 on {self.world} ranks (saved on {meta.world_size}) is not "
-                f"supported; resume on {meta.world_size} ranks, or convert it and start a new phase with init_from"
-            )
         if meta.world_size != self.world and stage > 0:
-            # ZeRO partitions optimizer state by rank: re-shard through DeepSpeed's universal checkpoint.
+            # ZeRO partitions the optimizer state by rank: re-shard through DeepSpeed's universal
+            # checkpoint (see megameta.train.reshard for ZeRO-3's fix). ZeRO-0 keeps it whole.
             self.load_tag = self._universal(self.resume_tag)
             ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
         return meta
@@ -111,7 +106,8 @@ class Checkpointer:
         whether this rank's RNG state was restored (only on the same world size)."""
         if self.load_tag is None:
             return None
-        _, client = engine.load_checkpoint(str(self.root), tag=self.load_tag, load_module_strict=True)
+        with zero3_group_pairing(engine):
+            _, client = engine.load_checkpoint(str(self.root), tag=self.load_tag, load_module_strict=True)
         if client is None:
             raise InputError(f"{self.root / self.load_tag}: DeepSpeed could not load this checkpoint")
         state = client["megameta"]
