@@ -6,8 +6,10 @@ re-shards through DeepSpeed's universal checkpoint (``ds_to_universal``: one fp3
 each parameter group with its saved twin; DeepSpeed 0.19's ZeRO-3 loader
 (``DeepSpeedZeroOptimizer_Stage3.load_hp_checkpoint_state_from_checkpoint_dir_stage3``) instead copies
 saved group 0's hyperparameters into *every* group, so the no-decay group (biases, LayerNorm) silently
-gets weight decay after the resume. :func:`zero3_group_pairing` restores each group's own saved
-hyperparameters right after that loader runs, for the duration of one load only.
+gets weight decay after the resume. It also hands every sub-group the *same* Adam ``step`` tensor, so
+each optimizer step then advances the step count once per sub-group (bias correction drifts from the
+first step after the resume). :func:`zero3_group_pairing` restores each group's own saved hyperparameters
+and gives each sub-group its own step counter right after that loader runs, for one load only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def zero3_group_pairing(engine) -> Iterator[None]:
             )
         for group, twin in zip(opt.optimizer.param_groups, saved_groups, strict=True):
             group.update({k: v for k, v in twin.items() if k != "params"})
+        for flat in opt.fp32_partitioned_groups_flat:
+            state = opt.optimizer.state[flat]
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()  # one counter per sub-group, not one shared by all
 
     opt.load_hp_checkpoint_state_from_checkpoint_dir_stage3 = paired_load  # this instance, this load
     try:

@@ -19,6 +19,7 @@ from helpers import (
 )
 
 from megameta import checkpoint as ckpt
+from megameta.checkpoint import optimizer_state
 from megameta.errors import EXIT_REQUEUE
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,8 @@ def test_resume_on_fewer_ranks_continues_the_data_stream(prepared, tmp_path, sta
     assert [r["samples_seen"] for r in rows] == [r["samples_seen"] for r in ref]
     assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in ref])
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref], rel=2e-4)
+    # One Adam step per optimizer step after the re-shard (DeepSpeed's ZeRO-3 loader shared one counter).
+    assert optimizer_state(run / "meta" / "checkpoints" / ckpt.tag_for(30))["step"] == [30.0, 30.0]
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,13 @@ def _weights(run, step):
     return consolidated_state_dict(run / "meta" / "checkpoints" / ckpt.tag_for(step))
 
 
-def test_nan_on_one_rank_and_a_spike_are_skipped_with_state_untouched(prepared, tmp_path):
-    run, cfg = make_run(prepared, tmp_path, save_every=1, keep_last=10, precision="bf16",
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_nan_on_one_rank_and_a_spike_are_skipped_with_state_untouched(prepared, tmp_path, precision):
+    from deepspeed.accelerator import get_accelerator
+
+    if precision == "fp16" and not get_accelerator().is_fp16_supported():
+        pytest.skip("fp16 needs an accelerator that supports it (GPU); this one does not")
+    run, cfg = make_run(prepared, tmp_path, save_every=1, keep_last=10, precision=precision,
                         deepspeed_config="ds_configs/zero1.json")  # fmt: skip
     proc = train(cfg, 2, *GUARD, env={"MEGAMETA_FAULT": "nan@forward:3:1,spike@forward:5"})
     out = proc.stdout
