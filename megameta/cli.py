@@ -68,7 +68,7 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from megameta.train.trainer import train_phase
+    from megameta.train.entry import train_phase
 
     cfg = _load(args)
     phase = args.phase

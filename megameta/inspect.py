@@ -132,4 +132,9 @@ def inspect_checkpoints(path: Path) -> str:
         lines.append(f"langs: {', '.join(meta.langs)}")
         if meta.data_stream is not None:
             lines.append(f"data stream: {json.dumps(meta.data_stream, sort_keys=True)}")
+        skipped = ", ".join(f"{a}..{b - 1}" for a, b in meta.skipped_samples) or "none"
+        lines.append(
+            f"divergence guard: {meta.skipped_steps} skipped steps, {meta.rollbacks} rollbacks, "
+            f"samples skipped by rollbacks: {skipped}"
+        )
     return "\n".join(lines)

@@ -148,13 +148,19 @@ def train_cmd(config: Path, nproc: int, *overrides: str, launcher: str = "torchr
 
 
 def train(
-    config: Path, nproc: int = 2, *overrides: str, launcher: str = "torchrun", check: bool = True
+    config: Path,
+    nproc: int = 2,
+    *overrides: str,
+    launcher: str = "torchrun",
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
+    """Run training to its end; ``env`` adds environment variables (e.g. ``MEGAMETA_FAULT``)."""
     proc = subprocess.run(
         train_cmd(config, nproc, *overrides, launcher=launcher),
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env=cli_env(**(env or {})),
         cwd=REPO,
         timeout=600,
     )

@@ -33,7 +33,7 @@ __getattr__, __all__ = lazy_getattr(
         ],
         "meta": ["META", "CheckpointMeta"],
         "rng": ["rng_state", "set_rng_state"],
-        "zero_reader": ["CheckpointReader", "consolidated_state_dict"],
+        "zero_reader": ["CheckpointReader", "consolidated_state_dict", "optimizer_state"],
         "weights": ["load_weights", "state_dict_digest"],
     },
 )

@@ -56,6 +56,12 @@ class CheckpointMeta:
     refuses a mismatch. None in checkpoints written before it was recorded."""
     source_hf_dir: str | None = None
     """The Hugging Face dir ``convert --from-hf`` imported, else None."""
+    skipped_steps: int = 0
+    """Optimizer steps the divergence guard skipped so far (optimizer state untouched)."""
+    rollbacks: int = 0
+    """Times the divergence guard rolled the run back to an earlier checkpoint."""
+    skipped_samples: list[list[int]] = field(default_factory=list)
+    """``[start, end)`` global sample ranges the data stream jumped over after each rollback."""
     tag: str = ""
     """The checkpoint's tag (``step_XXXXXXXX``); set by :func:`finalize`."""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -64,6 +64,10 @@ def _model_states_file(ckpt_dir: Path, stage: int) -> Path:
     return path
 
 
+MOMENTS = ("exp_avg", "exp_avg_sq")
+_BASE_STATE = {False: "base_optimizer_state", True: "optimizer_state_dict"}  # by "is ZeRO-3"
+
+
 def _optim_files(ckpt_dir: Path) -> list[Path]:
     def rank(p: Path) -> int:
         m = re.search(r"zero_pp_rank_(\d+)_", p.name)
@@ -82,11 +86,14 @@ class CheckpointReader:
     - every rank's ``*_optim_states.pt`` (ZeRO 1-3, and ZeRO-0 bf16's ``bf16_zero_pp_rank_*``), one at a
       time: the fp32 master partitions only (``single_partition_of_fp32_groups`` for ZeRO 0-2,
       ``fp32_flat_groups`` for ZeRO-3) and the scalar layout fields (``partition_count``,
-      ``param_alignment_paddings``, ``zero_stage``). Adam moments are never paged in.
+      ``param_alignment_paddings``, ``zero_stage``). Adam moments are never paged in, unless ``what``
+      asks for one of them (``exp_avg``, ``exp_avg_sq``: same flat layout as the fp32 partitions).
     """
 
-    def __init__(self, ckpt_dir: Path):
-        self.dir = ckpt_dir
+    def __init__(self, ckpt_dir: Path, what: str = "fp32"):
+        if what not in MOMENTS + ("fp32",):
+            raise ValueError(f"what: fp32, exp_avg or exp_avg_sq, got {what!r}")
+        self.dir, self.what = ckpt_dir, what
         self.stage = CheckpointMeta.read(ckpt_dir).zero_stage
         self.optim_files = _optim_files(ckpt_dir)
         states, self._mapped = _load(_model_states_file(ckpt_dir, self.stage))
@@ -99,6 +106,10 @@ class CheckpointReader:
             )
         self.module_only = not self.optim_files  # ZeRO-0 fp32: the module holds the fp32 weights
         if self.module_only:
+            if what != "fp32":
+                raise InputError(
+                    f"{ckpt_dir}: ZeRO-0 fp32 keeps Adam's state per parameter: use optimizer_state()"
+                )
             module = states["module"]
             self.groups = [{k: v.shape for k, v in module.items() if k not in TIED}]
         else:
@@ -155,6 +166,9 @@ class CheckpointReader:
         osd = obj.get("optimizer_state_dict", {})
         if key not in osd:
             raise InputError(f"{path}: no {key} in the optimizer state (not a ZeRO-{self.stage} checkpoint?)")
+        if self.what != "fp32":  # the torch optimizer's state of each flat group, in the same layout
+            state = osd[_BASE_STATE[self.stage == 3]]["state"]
+            return [state[g][self.what] for g in range(len(osd[key]))], osd
         count = osd.get("partition_count")
         count = max(count) if isinstance(count, list) else count
         if count is not None and count != len(self.optim_files):
@@ -251,3 +265,37 @@ def consolidated_state_dict(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     state = {name: torch.empty(shape, dtype=torch.float32) for name, shape in reader.names.items()}
     fill(reader, state)
     return add_tied(state)
+
+
+def optimizer_state(ckpt_dir: Path) -> dict:
+    """Everything Adam resumes from, consolidated over ranks (any ZeRO stage, any world size), for exact
+    comparison of two checkpoints: ``{"fp32"|"exp_avg"|"exp_avg_sq": {name: flat tensor}, "step": [per
+    group], "param_groups": [hyperparameters per group]}``. Holds three fp32 copies of the model: tests
+    and tools on small models only."""
+    ckpt_dir = Path(ckpt_dir)
+    reader = CheckpointReader(ckpt_dir)
+    if reader.module_only:  # ZeRO-0: the torch optimizer's own state dict, per parameter index
+        osd, _ = _load(_model_states_file(ckpt_dir, 0))
+        wrapper = osd["optimizer"]  # bf16/fp16 wrap it, with the fp32 masters beside it
+        sd = wrapper.get("optimizer_state_dict", wrapper)
+        out = {k: {f"param{i}": st[k].reshape(-1) for i, st in sd["state"].items()} for k in MOMENTS}
+        if "fp32_groups" in wrapper:
+            masters = [t for group in wrapper["fp32_groups"] for t in group]
+            out["fp32"] = {f"param{i}": t.reshape(-1) for i, t in enumerate(masters)}
+        else:
+            out["fp32"] = {k: v.reshape(-1).float() for k, v in osd["module"].items()}
+        steps = [float(sd["state"][g["params"][0]]["step"]) for g in sd["param_groups"]]
+        groups = sd["param_groups"]
+    else:
+        out = {}
+        for what in ("fp32", *MOMENTS):
+            r = CheckpointReader(ckpt_dir, what)
+            out[what] = {name: torch.empty(math.prod(shape)) for name, shape in r.names.items()}
+            fill(r, out[what], desc=what)
+        base = _load(reader.optim_files[0])[0]["optimizer_state_dict"][_BASE_STATE[reader.stage == 3]]
+        steps = [float(st["step"]) for _, st in sorted(base["state"].items())]
+        groups = base["param_groups"]
+    keys = ("lr", "weight_decay", "betas", "eps")
+    out["step"] = steps
+    out["param_groups"] = [{k: (tuple(g[k]) if k == "betas" else g[k]) for k in keys} for g in groups]
+    return out

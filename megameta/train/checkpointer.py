@@ -25,6 +25,7 @@ from megameta.config import InitFrom
 from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import write_atomic
 from megameta.layout import PhaseLayout
+from megameta.train.reshard import zero3_group_pairing
 
 
 def check_data_stream(saved: dict | None, current: dict, where: Path) -> None:
@@ -71,15 +72,9 @@ class Checkpointer:
                 f"{where} was saved with ZeRO-{saved_stage} but this run uses ZeRO-{stage}; "
                 f"resume with the same stage, or start a new phase from its weights (init_from)"
             )
-        if meta.world_size != self.world and stage == 3:
-            # DeepSpeed 0.19's ZeRO-3 universal load restores weights exactly but not the optimizer
-            # state (the loss trajectory drifts): refuse rather than resume silently off-course.
-            raise InputError(
-                f"{where}: resuming ZeRO-3 on {self.world} ranks (saved on {meta.world_size}) is not "
-                f"supported; resume on {meta.world_size} ranks, or convert it and start a new phase with init_from"
-            )
         if meta.world_size != self.world and stage > 0:
-            # ZeRO partitions optimizer state by rank: re-shard through DeepSpeed's universal checkpoint.
+            # ZeRO partitions the optimizer state by rank: re-shard through DeepSpeed's universal
+            # checkpoint (see megameta.train.reshard for ZeRO-3's fix). ZeRO-0 keeps it whole.
             self.load_tag = self._universal(self.resume_tag)
             ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
         return meta
@@ -111,7 +106,8 @@ class Checkpointer:
         whether this rank's RNG state was restored (only on the same world size)."""
         if self.load_tag is None:
             return None
-        _, client = engine.load_checkpoint(str(self.root), tag=self.load_tag, load_module_strict=True)
+        with zero3_group_pairing(engine):
+            _, client = engine.load_checkpoint(str(self.root), tag=self.load_tag, load_module_strict=True)
         if client is None:
             raise InputError(f"{self.root / self.load_tag}: DeepSpeed could not load this checkpoint")
         state = client["megameta"]
@@ -120,6 +116,31 @@ class Checkpointer:
         if restored:
             ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
         return state, restored
+
+    def rollback(self, engine, before_step: int) -> tuple[dict, bool, str]:
+        """Load the newest intact checkpoint written before ``before_step`` into the live ``engine``
+        (the divergence guard's rollback): our client state, whether RNG was restored, and its tag."""
+        tags = ckpt.list_tags(self.root) if self.is_main else []
+        good = [
+            t for t in tags if ckpt.step_of(t) < before_step and ckpt.check_integrity(self.root / t) is None
+        ]
+        box = [good[-1] if good else None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is None:
+            raise MegaMetaError(
+                f"training diverged from step {before_step} and {self.root} holds no intact checkpoint "
+                f"before it to roll back to (lower train.save_every, or raise train.guard.max_bad_steps)"
+            )
+        if CheckpointMeta.read(self.root / box[0]).world_size != self.world:
+            # Only the first checkpoint after a world-size change is in another layout; rolling back past
+            # the resume point would need the re-sharding of `find` on a live engine.
+            raise MegaMetaError(
+                f"training diverged from step {before_step}; the checkpoint before it, {self.root / box[0]}, "
+                f"was written on another world size: resume the run from it (requeue) instead"
+            )
+        self.load_tag = box[0]
+        state, restored = self.load(engine)
+        return state, restored, box[0]
 
     # ---------------------------------------------------------------- save
     def exists(self, step: int) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from megameta.configtools import check
 from megameta.launch import LAUNCHERS as LAUNCHER_REGISTRY
+from megameta.train.guard import GuardConfig
 from megameta.train.schedule import SCHEDULES as SCHEDULE_REGISTRY
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -100,8 +101,11 @@ class TrainConfig:
     """Log every rank's (sample id, language, chunk) per step to ``<phase>/samples/`` (data audits)."""
     dist_timeout_s: int = 1800
     """Collective timeout; a hung rank fails the job after this many seconds."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """Divergence guard: skip non-finite or spiking steps, roll back after several in a row."""
 
     def validate(self, path: str) -> None:
+        self.guard.validate(f"{path}.guard")
         for name in (
             "micro_batch_size",
             "grad_accum",

@@ -13,6 +13,7 @@ import torch
 
 from megameta.fileio import truncate_jsonl_after
 from megameta.layout import PhaseLayout
+from megameta.train.dist import all_reduce_host
 
 
 def _fmt_count(n: float) -> str:
@@ -208,3 +209,25 @@ def engine_scalars(engine, precision: str) -> dict[str, float]:
     if isinstance(scale, (int, float)) and precision == "fp16":
         out["train/loss_scale"] = float(scale)
     return out
+
+
+@torch.no_grad()
+def valid_loss(
+    forward, engine, valid, micro_batch: int, batches: int, rank: int, world: int, device
+) -> dict[str, float]:
+    """Validation MLM loss per language of stream ``valid`` (None: no languages): each rank runs
+    ``forward`` on its share of ``batches`` fixed micro-batches per language; collective."""
+    if valid is None:
+        return {}
+    engine.eval()
+    sums = torch.zeros(len(valid.langs), 2, dtype=torch.float64)
+    for lang_id in range(len(valid.langs)):
+        for b in range(batches):
+            out = forward(
+                valid.fixed_batch(lang_id, np.arange(micro_batch) + (b * world + rank) * micro_batch)
+            )
+            sums[lang_id, 0] += out.token_losses.double().sum().cpu()
+            sums[lang_id, 1] += len(out.token_losses)
+    sums = all_reduce_host(device, sums)
+    engine.train()
+    return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(valid.langs)}

@@ -9,9 +9,7 @@ and resuming belong to the :class:`~megameta.train.checkpointer.Checkpointer`, l
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 
 import numpy as np
 import torch
@@ -34,7 +32,8 @@ from megameta.train.checkpointer import Checkpointer, load_init_weights
 from megameta.train.dist import accelerator_device, all_reduce_host, init_distributed
 from megameta.train.ds_config import render_ds_config
 from megameta.train.faults import FaultInjector
-from megameta.train.metrics import MetricLogger, StepWindow, append_sample_log, engine_scalars
+from megameta.train.guard import DivergenceGuard
+from megameta.train.metrics import MetricLogger, StepWindow, append_sample_log, engine_scalars, valid_loss
 from megameta.train.watchdog import Heartbeat, is_collective_failure
 
 
@@ -74,6 +73,7 @@ class Trainer:
         self.engine, self.scheduler = build_engine(
             self.cfg, self.phase, model, self.ds_config, self.device, self.total_steps
         )
+        self.guard = DivergenceGuard(train.guard, self.engine, self.fault, self._print)
         if self.is_main:
             write_run_files(self.layout, self.cfg, self.ds_config)
         self._resume()
@@ -94,7 +94,8 @@ class Trainer:
         lang_samples = self.stream.sampler.samples_per_language(self.samples_seen).tolist()
         return {"step": self.step, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
                 "lang_samples": lang_samples, "lang_tokens": [n * self.cfg.data.max_seq_len for n in lang_samples],
-                "langs": list(self.phase.langs), "phase": self.phase.name, "world_size": self.world}  # fmt: skip
+                "langs": list(self.phase.langs), "phase": self.phase.name, "world_size": self.world,
+                **self.guard.state_dict()}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state["langs"] != list(self.phase.langs):
@@ -104,6 +105,8 @@ class Trainer:
         self.step, self.samples_seen, self.tokens_seen = (
             state[k] for k in ("step", "samples_seen", "tokens_seen")
         )
+        self.guard.load_state_dict(state)
+        self.samples_seen = self.guard.position(self.samples_seen)  # a rollback's window starts here
 
     def _resume(self) -> None:
         loaded = self.checkpointer.load(self.engine)
@@ -169,8 +172,8 @@ class Trainer:
             out = self._forward(batch)
             self.heartbeat.beat(micro, "backward")
             self.fault("backward", self.step + 1)
-            self.engine.backward(out.loss)
-            self.engine.step()
+            self.engine.backward(self.guard.watch(out.loss, self.step + 1))
+            self.guard.step()
             window.add(
                 batch["lang"][out.masked_rows.cpu()], out.token_losses, int(batch["attention_mask"].sum())
             )
@@ -187,24 +190,11 @@ class Trainer:
         return self.engine(batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
                            labels=batch["labels"].to(self.device))  # fmt: skip
 
-    @torch.no_grad()
-    def valid_loss(self) -> dict[str, float]:
-        """Validation MLM loss per language (each rank evaluates its share of fixed chunks)."""
-        if self.valid is None:
-            return {}
-        self.engine.eval()
-        mb, langs = self.cfg.train.micro_batch_size, self.valid.langs
-        sums = torch.zeros(len(langs), 2, dtype=torch.float64)
-        for lang_id in range(len(langs)):
-            for b in range(self.cfg.train.eval_batches):
-                out = self._forward(
-                    self.valid.fixed_batch(lang_id, np.arange(mb) + (b * self.world + self.rank) * mb)
-                )
-                sums[lang_id, 0] += out.token_losses.double().sum().cpu()
-                sums[lang_id, 1] += len(out.token_losses)
-        sums = all_reduce_host(self.device, sums)
-        self.engine.train()
-        return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(langs)}
+    def valid_loss(self) -> dict[str, float]:  # validation MLM loss per language
+        mb, batches = self.cfg.train.micro_batch_size, self.cfg.train.eval_batches
+        return valid_loss(
+            self._forward, self.engine, self.valid, mb, batches, self.rank, self.world, self.device
+        )
 
     def run(self) -> int:
         self.setup()
@@ -221,8 +211,11 @@ class Trainer:
         self.heartbeat.start_watchdog()
         while self.step < self.total_steps:
             stats = self._guarded_step()
+            if self.guard.end_step(self.step + 1, self.samples_seen, self.global_batch):
+                self._rollback()
+                continue
             self.step += 1
-            self.samples_seen += self.global_batch
+            self.samples_seen = self.guard.position(self.samples_seen + self.global_batch)
             self.tokens_seen += stats["window"].tokens
             window.merge(stats["window"])
             self._after_step(window)
@@ -249,6 +242,17 @@ class Trainer:
             raise
         self.heartbeat.leave_step()
         return stats
+
+    def _rollback(self) -> None:
+        """K bad steps in a row: back to the last checkpoint before them (the guard's counters survive),
+        then on past their data window; the rolled-back steps' log rows are dropped."""
+        first_bad = self.guard.rollback_window(self.step + 1, self.samples_seen + self.global_batch)
+        counters = self.guard.state_dict()
+        state, _, tag = self.checkpointer.rollback(self.engine, first_bad)
+        self.load_state_dict({**state, **counters})
+        truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
+        self.log.truncate_after(self.step)
+        self._print(f"[guard] rolled back to {tag} (step {self.step})")
 
     def _after_step(self, window: StepWindow) -> None:
         train = self.cfg.train
@@ -281,20 +285,9 @@ class Trainer:
         scalars = {"train/lr": self.scheduler.get_last_lr()[0], "train/tokens_seen": float(self.tokens_seen),
                    **{f"data/share_{lang}": float(shares[i]) for i, lang in enumerate(self.phase.langs)}}  # fmt: skip
         scalars.update(engine_scalars(self.engine, self.cfg.train.precision))
-        row = {"step": self.step, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen}
+        scalars.update({f"train/{k}": float(v) for k, v in self.guard.counts().items()})
+        row = {"step": self.step, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
+               **self.guard.counts()}  # fmt: skip
         samples = self.global_batch * window.steps
         self.log.log_window(self.step, self.phase.langs, sums, window.tokens, samples, scalars, row)
         window.reset()
-
-
-def train_phase(cfg: RunConfig, phase_name: str) -> int:
-    """Entry point of ``megameta train``."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    code = Trainer(cfg, phase_name).run()
-    sys.stdout.flush()
-    if dist.is_initialized():
-        # Tear the process group down before exit: leaving it to interpreter shutdown can abort a rank
-        # ("terminate called without an active exception") and turn a finished run into a failed job.
-        dist.barrier()
-        dist.destroy_process_group()
-    return code

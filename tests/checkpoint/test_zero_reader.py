@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from megameta.checkpoint import CheckpointMeta, CheckpointReader, consolidated_state_dict
+from megameta.checkpoint.zero_reader import fill
 from megameta.errors import InputError
 
 # Two param groups (decay / no decay), odd sizes so that slices cut through parameters.
@@ -131,3 +132,21 @@ def test_a_missing_rank_file_is_input_error(tmp_path):
     (tmp_path / "ckpt" / "zero_pp_rank_2_mp_rank_00_optim_states.pt").unlink()
     with pytest.raises(InputError, match=r"2 \*_optim_states.pt files but saved by 3 ranks"):
         consolidated_state_dict(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_adam_moments_are_read_in_the_layout_of_the_fp32_partitions(tmp_path, stage):
+    weights = _originals()
+    moments = {k: v * 3 + 1 for k, v in weights.items()}
+    _write(tmp_path / "ckpt", stage, 2, weights)
+    key, base = ("fp32_flat_groups", "optimizer_state_dict") if stage == 3 else ("single_partition_of_fp32_groups", "base_optimizer_state")  # fmt: skip
+    for r, parts in enumerate(_zero3(2, moments) if stage == 3 else _zero12(2, moments)):
+        path = tmp_path / "ckpt" / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt"
+        obj = torch.load(path, weights_only=False)
+        obj["optimizer_state_dict"][base] = {"state": {g: {"exp_avg": t} for g, t in enumerate(parts[key])}}
+        torch.save(obj, path)
+    reader = CheckpointReader(tmp_path / "ckpt", "exp_avg")
+    got = {name: torch.empty(shape) for name, shape in reader.names.items()}
+    fill(reader, got)
+    assert torch.equal(got["layer.dense.weight"], moments["layer.dense.weight"])
+    assert torch.equal(got["lm_head.bias"], moments["lm_head.decoder.bias"])

@@ -19,6 +19,7 @@ from helpers import (
 )
 
 from megameta import checkpoint as ckpt
+from megameta.checkpoint import optimizer_state
 from megameta.errors import EXIT_REQUEUE
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,8 @@ def test_sigterm_saves_checkpoint_and_exits_with_requeue_code(prepared, tmp_path
     assert f"resumed meta from {tag}" in resumed.stdout
 
 
-@pytest.mark.parametrize("stage", [1, 2])
+# ZeRO-1 re-shards like ZeRO-2; its exact optimizer state is checked in tests/train/test_elastic.py.
+@pytest.mark.parametrize("stage", [2, 3])
 def test_resume_on_fewer_ranks_continues_the_data_stream(prepared, tmp_path, stage):
     """2 ranks stopped by SIGTERM, resumed on 1 rank (ZeRO state re-sharded through a universal checkpoint)."""
     common = (
@@ -94,14 +96,8 @@ def test_resume_on_fewer_ranks_continues_the_data_stream(prepared, tmp_path, sta
     assert [r["samples_seen"] for r in rows] == [r["samples_seen"] for r in ref]
     assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in ref])
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref], rel=2e-4)
-
-
-def test_zero3_resume_on_other_world_size_is_refused_clearly(prepared, tmp_path):
-    run, cfg = make_run(prepared, tmp_path, deepspeed_config="ds_configs/zero3.json")
-    train(cfg, 2, "phases[0].steps=2")
-    proc = train(cfg, 1, "phases[0].steps=4", "train.grad_accum=2", check=False)
-    assert proc.returncode != 0
-    assert "resuming ZeRO-3 on 1 ranks (saved on 2) is not supported" in proc.stderr
+    # One Adam step per optimizer step after the re-shard (DeepSpeed's ZeRO-3 loader shared one counter).
+    assert optimizer_state(run / "meta" / "checkpoints" / ckpt.tag_for(30))["step"] == [30.0, 30.0]
 
 
 @pytest.mark.parametrize(
