@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -28,14 +27,18 @@ from megameta.train.build import (
     build_streams,
     data_stream,
     model_config,
+    phase_banner,
     seed_everything,
+    set_matmul_precision,
     write_run_files,
 )
 from megameta.train.checkpointer import Checkpointer, load_init_weights
 from megameta.train.dist import accelerator_device, all_reduce_host, init_distributed
 from megameta.train.ds_config import render_ds_config
 from megameta.train.faults import FaultInjector
-from megameta.train.metrics import MetricLogger, StepWindow, append_sample_log, engine_scalars
+from megameta.train.metrics import MetricLogger, StepWindow, append_sample_log, data_shares, engine_scalars
+from megameta.train.prefetch import Prefetcher, model_inputs, rank_batches
+from megameta.train.validate import valid_loss
 from megameta.train.watchdog import Heartbeat, is_collective_failure
 
 
@@ -55,8 +58,9 @@ class Trainer:
         self.rank, self.local_rank, self.world = init_distributed(train.dist_timeout_s)
         self.is_main = self.rank == 0
         self.fault = FaultInjector(self.rank)
-        self.heartbeat = Heartbeat(self.layout, self.rank, self.world, train.dist_timeout_s)
+        self.heartbeat = Heartbeat.for_run(train, self.layout.dir, self.rank, self.world)
         self.device, acc = accelerator_device(self.local_rank)
+        set_matmul_precision(train, self.device)
         self.ds_config = render_ds_config(
             train, self.world, self.cfg.optim.grad_clip, acc.is_fp16_supported(), acc.is_bf16_supported()
         )
@@ -69,7 +73,9 @@ class Trainer:
         )
         seed_everything(train.seed)
         model = self._model()
-        self.log.describe_system(self.device, self.model_cfg, self.cfg.data.max_seq_len, self.world)
+        self.log.describe_system(
+            self.device, self.model_cfg, self.cfg.data.max_seq_len, self.world, self.cfg.data.mask_prob
+        )
         self.checkpointer = Checkpointer(self.layout, self.rank, self.world, self._print)
         self.checkpointer.find(self.ds_config, data_stream(self.cfg, self.phase))
         self.engine, self.scheduler = build_engine(
@@ -120,10 +126,8 @@ class Trainer:
         # Rows logged after this checkpoint by the interrupted run are replayed now: drop them.
         truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
         self.log.truncate_after(self.step)
-        tag = self.checkpointer.resume_tag
-        self._print(
-            f"[train] resumed {self.phase.name} from {tag} (step {self.step}, {self.tokens_seen:,} tokens)"
-        )
+        self._print(f"[train] resumed {self.phase.name} from {self.checkpointer.resume_tag} "
+                    f"(step {self.step}, {self.tokens_seen:,} tokens)")  # fmt: skip
 
     def save(self) -> None:
         """Checkpoint the current step (atomically); then the evaluation suite when it is due."""
@@ -155,26 +159,15 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One optimizer step (all micro-batches); returns this rank's loss sums per language."""
-        train, window = self.cfg.train, StepWindow(len(self.phase.langs))
+        train, window = self.cfg.train, StepWindow(len(self.phase.langs), self.device)
         self.engine.train()
         for micro in range(train.grad_accum):
-            start = self.samples_seen + (micro * self.world + self.rank) * train.micro_batch_size
-            indices = np.arange(start, start + train.micro_batch_size, dtype=np.int64)
-            batch = self.stream.batch(indices)
+            indices, batch = next(self.batches)
             if train.log_samples:
                 append_sample_log(
                     self.layout.sample_log(self.rank), self.step + 1, indices, self.stream.sampler
                 )
-            self.heartbeat.beat(micro, "forward")
-            self.fault("forward", self.step + 1)
-            out = self._forward(batch)
-            self.heartbeat.beat(micro, "backward")
-            self.fault("backward", self.step + 1)
-            self.engine.backward(out.loss)
-            self.engine.step()
-            window.add(
-                batch["lang"][out.masked_rows.cpu()], out.token_losses, int(batch["attention_mask"].sum())
-            )
+            self._micro_step(micro, batch, window)
         # One small collective per step: global token count, and whether any rank got a stop signal.
         self.heartbeat.beat(train.grad_accum, "sync")
         sync = all_reduce_host(
@@ -184,40 +177,38 @@ class Trainer:
         window.tokens = int(sync[0].item())
         return {"window": window, "stop": bool(sync[1].item())}
 
-    def _forward(self, batch: dict):
-        return self.engine(batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                           labels=batch["labels"].to(self.device))  # fmt: skip
+    def _micro_step(self, micro: int, batch: dict, window: StepWindow) -> None:
+        """Forward, backward and (at the accumulation boundary) optimizer step of one micro-batch.
 
-    @torch.no_grad()
+        Nothing here waits for the device: masked positions, padding and token count come from the
+        host-side batch, and the loss sums stay on the device (tests/train/test_no_sync.py)."""
+        self.heartbeat.beat(micro, "forward")
+        self.fault("forward", self.step + 1)
+        out = self._forward(batch)
+        self.heartbeat.beat(micro, "backward")
+        self.fault("backward", self.step + 1)
+        self.engine.backward(out.loss)
+        self.engine.step()
+        window.add(
+            batch["masked_lang"].to(self.device, non_blocking=True), out.token_losses, batch["n_tokens"]
+        )
+
+    def _forward(self, batch: dict):
+        return self.engine(**model_inputs(batch, self.device))
+
     def valid_loss(self) -> dict[str, float]:
         """Validation MLM loss per language (each rank evaluates its share of fixed chunks)."""
-        if self.valid is None:
-            return {}
-        self.engine.eval()
-        mb, langs = self.cfg.train.micro_batch_size, self.valid.langs
-        sums = torch.zeros(len(langs), 2, dtype=torch.float64)
-        for lang_id in range(len(langs)):
-            for b in range(self.cfg.train.eval_batches):
-                out = self._forward(
-                    self.valid.fixed_batch(lang_id, np.arange(mb) + (b * self.world + self.rank) * mb)
-                )
-                sums[lang_id, 0] += out.token_losses.double().sum().cpu()
-                sums[lang_id, 1] += len(out.token_losses)
-        sums = all_reduce_host(self.device, sums)
-        self.engine.train()
-        return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(langs)}
+        return valid_loss(self.engine, self.valid, self.cfg.train, self.rank, self.world, self.device)
 
     def run(self) -> int:
         self.setup()
         if self.step >= self.total_steps and self.layout.done.exists():
             self._print(f"[train] {self.phase.name} already complete ({self.step} steps)")
             return EXIT_OK
-        self._print(
-            f"[train] phase {self.phase.name}: langs {','.join(self.phase.langs)} | {self.total_steps} steps x "
-            f"{self.global_batch} seqs x {self.cfg.data.max_seq_len} tokens | world {self.world} | "
-            f"ZeRO {self.ds_config['zero_optimization'].get('stage', 0)} | {self.cfg.train.precision} | device {self.device.type}"
-        )
-        window = StepWindow(len(self.phase.langs))
+        self._print(phase_banner(self.cfg, self.phase, self.total_steps, self.global_batch, self.world,
+                                 self.ds_config, self.device))  # fmt: skip
+        window = StepWindow(len(self.phase.langs), self.device)
+        self.batches = self._batches()
         self.log.start_window()
         self.heartbeat.start_watchdog()
         while self.step < self.total_steps:
@@ -231,12 +222,20 @@ class Trainer:
                 self._print(
                     f"[train] signal {self._signal or 'on another rank'}: saving checkpoint at step {self.step} and exiting for requeue"
                 )
+                self.batches.close()
                 self.save()
                 self.log.close()
                 return EXIT_REQUEUE
             if self.step % self.cfg.train.save_every == 0 and self.step < self.total_steps:
                 self.save()
         return self._finish()
+
+    def _batches(self):
+        """This rank's micro-batches from the resumed data position on, built ``train.prefetch`` ahead."""
+        train = self.cfg.train
+        source = rank_batches(self.stream, self.samples_seen, self.total_steps * self.global_batch, self.rank,
+                              self.world, train.micro_batch_size, train.grad_accum, self.device.type == "cuda")  # fmt: skip
+        return Prefetcher(source, train.prefetch) if train.prefetch else source
 
     def _guarded_step(self) -> dict:
         """``train_step`` with failures of the process group reported as such (naming the stuck rank);
@@ -262,6 +261,7 @@ class Trainer:
         # Finished: a late preemption signal must not kill ranks while they write the final state.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        self.batches.close()
         valid = self.valid_loss()
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
         if not self.checkpointer.exists(self.step):
@@ -277,10 +277,8 @@ class Trainer:
 
     def _log(self, window: StepWindow) -> None:
         sums = all_reduce_host(self.device, torch.stack([window.loss_sum, window.loss_cnt]))
-        samples = self.stream.sampler.samples_per_language(self.samples_seen)
-        shares = samples / max(1, samples.sum())
         scalars = {"train/lr": self.scheduler.get_last_lr()[0], "train/tokens_seen": float(self.tokens_seen),
-                   **{f"data/share_{lang}": float(shares[i]) for i, lang in enumerate(self.phase.langs)}}  # fmt: skip
+                   **data_shares(self.stream.sampler, self.samples_seen, self.phase.langs)}  # fmt: skip
         scalars.update(engine_scalars(self.engine, self.cfg.train.precision))
         row = {"step": self.step, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen}
         samples = self.global_batch * window.steps
