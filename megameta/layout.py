@@ -15,11 +15,13 @@ comparison of the two arms::
             DONE.json              the phase finished (its tag, tokens, valid loss, hand-off digest)
             train_log.jsonl        one row per log window
             tensorboard/
-            heartbeat/rank<r>      liveness, read by the stuck-rank report
             samples/rank<r>.jsonl  sample audit log (train.log_samples)
             eval_suite/<tag>/      evaluation during training
             hf/                    the converted Hugging Face model dir
             eval/                  report.json, report.md, plots
+
+Liveness heartbeats are not in the run dir: they live node-locally (``train.heartbeat_dir``,
+:func:`megameta.train.watchdog.heartbeat_dir`), off the shared filesystem.
 
 Nothing here touches the disk or imports torch: a SLURM login node can ask for a
 path in milliseconds (``tools/slurm_env.py``).
@@ -53,7 +55,6 @@ class PhaseLayout:
     tokenizer = _path(TOKENIZER)
     train_log = _path("train_log.jsonl")
     tensorboard = _path("tensorboard")
-    heartbeats = _path("heartbeat")
     hf = _path("hf")
     eval = _path("eval")
     report = _path("eval", "report.json")
@@ -61,9 +62,6 @@ class PhaseLayout:
     @property
     def dir(self) -> Path:
         return self.root
-
-    def heartbeat(self, rank: int) -> Path:
-        return self.root / "heartbeat" / f"rank{rank}"
 
     def sample_log(self, rank: int) -> Path:
         return self.root / "samples" / f"rank{rank}.jsonl"

@@ -11,7 +11,7 @@ Layout of ``<phase>/checkpoints/``::
 
 A checkpoint is first written to ``.staging-<tag>/<tag>`` and renamed into
 place only after every rank finished and ``meta.json`` (with checksums) is on
-disk, so a reader never sees a half-written checkpoint under its final name.
+disk (each rank checksums the files it wrote, in threads; rank 0 merges them), so a reader never sees a half-written checkpoint under its final name.
 ``meta.json`` is the completeness marker: a directory without a valid one is
 not a checkpoint. Nothing here imports torch (a login node can find the newest
 intact checkpoint in milliseconds).
@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from megameta.checkpoint.meta import META, CheckpointMeta
@@ -59,15 +60,48 @@ def staging_dir(root: Path, tag: str) -> Path:
     return root / f".staging-{tag}"
 
 
-def finalize(root: Path, tag: str, meta: CheckpointMeta) -> Path:
+#: Threads hashing checkpoint files at once (hashlib releases the GIL on large reads).
+HASH_WORKERS = 4
+_OWNER_RE = re.compile(r"(?:pp_rank_|rng_rank)(\d+)[_.]")
+
+
+def owner_rank(name: str, world: int) -> int:
+    """The rank that wrote checkpoint file ``name`` (DeepSpeed's ``*pp_rank_<r>_*``, our
+    ``rng_rank<r>.pt``); files written once for all ranks (model states, meta) belong to rank 0."""
+    m = _OWNER_RE.search(Path(name).name)
+    return int(m.group(1)) if m and int(m.group(1)) < world else 0
+
+
+def staged_files(stage: Path) -> list[str]:
+    """Every file under ``stage``, relative and sorted."""
+    return sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+
+
+def file_records(stage: Path, names: list[str], workers: int = HASH_WORKERS) -> dict[str, dict]:
+    """``{name: {"size", "sha256"}}`` of files ``names`` under ``stage``, hashed by ``workers`` threads."""
+
+    def record(name: str) -> dict:
+        path = stage / name
+        return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return dict(zip(names, pool.map(record, names), strict=True))
+
+
+def finalize(root: Path, tag: str, meta: CheckpointMeta, files: dict[str, dict] | None = None,
+             workers: int = HASH_WORKERS) -> Path:  # fmt: skip
     """Rank 0, after every rank wrote its files: checksum, write meta.json, rename, point latest.
 
-    Returns the checkpoint's final dir. ``meta.tag`` and ``meta.files`` are filled in here.
+    ``files`` are records the writing ranks already computed (:func:`file_records`); a file on disk
+    without a record, or whose size changed since, is hashed here. Returns the checkpoint's final
+    dir. ``meta.tag`` and ``meta.files`` are filled in here.
     """
     stage = staging_dir(root, tag) / tag
-    files = {}
-    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-        files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    names = staged_files(stage)
+    given = files or {}
+    todo = [n for n in names if n not in given or given[n]["size"] != (stage / n).stat().st_size]
+    files = {**{n: given[n] for n in names if n not in todo}, **file_records(stage, todo, workers)}
+    files = {n: files[n] for n in names}
     write_atomic(stage / META, json.dumps(meta.with_files(tag, files).to_dict(), indent=2))
     final = root / tag
     if final.exists():  # a stale copy of the same step (e.g. re-saved after a crash): replace it
@@ -79,10 +113,11 @@ def finalize(root: Path, tag: str, meta: CheckpointMeta) -> Path:
     return final
 
 
-def check_integrity(ckpt: Path, full: bool = True) -> str | None:
+def check_integrity(ckpt: Path, full: bool = True, workers: int = HASH_WORKERS) -> str | None:
     """None when ``ckpt`` is complete and intact, else the reason it is not.
 
-    Sizes are always compared with meta.json; ``full`` also compares sha256 checksums (reads every byte).
+    Sizes are compared with meta.json first (every file, cheap); ``full`` then also compares sha256
+    checksums (reads every byte, ``workers`` files at a time).
     """
     try:
         meta = CheckpointMeta.read(ckpt)
@@ -94,8 +129,14 @@ def check_integrity(ckpt: Path, full: bool = True) -> str | None:
             return f"{path} missing"
         if path.stat().st_size != info["size"]:
             return f"{path} has {path.stat().st_size} bytes, expected {info['size']} (truncated?)"
-        if full and sha256_file(path) != info["sha256"]:
-            return f"{path} checksum mismatch (corrupted)"
+    if not full:
+        return None
+    names = list(meta.files)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        digests = pool.map(lambda name: sha256_file(ckpt / name), names)
+        for name, digest in zip(names, digests, strict=True):
+            if digest != meta.files[name]["sha256"]:
+                return f"{ckpt / name} checksum mismatch (corrupted)"
     return None
 
 

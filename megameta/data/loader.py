@@ -131,9 +131,7 @@ class MLMStream:
         self.replace_pool = replacement_ids(self.special, self.ids.vocab_size)
         self.sampler = LanguageSampler([p.n_chunks for p in self.packed], tokens, alpha_at, seed)
 
-    def _assemble(
-        self, lang: np.ndarray, chunk: np.ndarray, sample_ids: np.ndarray
-    ) -> dict[str, torch.Tensor]:
+    def _assemble(self, lang: np.ndarray, chunk: np.ndarray, sample_ids: np.ndarray) -> dict:
         seqs = np.full((len(lang), self.seq_len), self.ids.pad, dtype=np.int64)
         # One contiguous slice per row: O(batch) Python work, no per-position lookups.
         if len(self.packed) == 1:
@@ -155,22 +153,39 @@ class MLMStream:
             self.word_start,
             self.replace_pool,
         )
+        not_pad = seqs != self.ids.pad
+        # Host-side facts about the batch, so that the training step never asks the device for them
+        # (each question would be a device->host synchronization): where the masks are, in the
+        # row-major order of ``labels.ne(-100).nonzero()``, the language of each masked token,
+        # whether anything is padded, and how many real tokens there are.
+        masked = np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX)
+        n_tokens = int(not_pad.sum())
+        lang = lang.astype(np.int64)
         return {
             "input_ids": torch.from_numpy(inputs),
-            "attention_mask": torch.from_numpy(seqs).ne(self.ids.pad).long(),
+            "attention_mask": torch.from_numpy(not_pad.astype(np.int64)),
             "labels": torch.from_numpy(labels),
-            "lang": torch.from_numpy(lang.astype(np.int64)),
+            "lang": torch.from_numpy(lang),
             "sample_id": torch.from_numpy(np.asarray(sample_ids, dtype=np.int64)),
+            "masked_index": torch.from_numpy(masked),
+            "masked_lang": torch.from_numpy(lang[masked // self.seq_len]),
+            "padded": n_tokens < not_pad.size,
+            "n_tokens": n_tokens,
         }
 
-    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Masked batch for global sample ``indices`` (int64 [B])."""
+    def batch(self, indices: np.ndarray) -> dict:
+        """Masked batch for global sample ``indices`` (int64 [B]).
+
+        Tensors (CPU): ``input_ids``, ``attention_mask``, ``labels`` [B, T]; ``lang``, ``sample_id`` [B];
+        ``masked_index`` [M] (flat positions of the masked tokens, row-major) and ``masked_lang`` [M].
+        Host values: ``padded`` (bool: any padding in the batch), ``n_tokens`` (int: non-padding tokens).
+        """
         indices = np.asarray(indices, dtype=np.int64)
         lang, chunk, _ = self.sampler.lookup(indices)
         return self._assemble(lang, chunk, indices)
 
-    def fixed_batch(self, lang_id: int, chunks: np.ndarray) -> dict[str, torch.Tensor]:
-        """A deterministic batch of given chunks of one language (validation)."""
+    def fixed_batch(self, lang_id: int, chunks: np.ndarray) -> dict:
+        """A deterministic batch of given chunks of one language (validation); keys as in :meth:`batch`."""
         chunks = np.asarray(chunks, dtype=np.int64) % self.packed[lang_id].n_chunks
         lang = np.full(len(chunks), lang_id, dtype=np.int64)
         # Validation sample ids live far from training ids so their masks differ.

@@ -19,6 +19,7 @@ multinomial draws (a few microseconds each), done once at resume.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -161,6 +162,9 @@ class LanguageSampler:
         self._cum_block = 0  # _cum holds each language's count over blocks [0, _cum_block)
         self._cum = np.zeros(len(n_chunks), dtype=np.int64)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # The trainer's prefetch thread looks samples up while the main thread counts them: the
+        # block cache and the running counts above are shared state.
+        self._lock = threading.RLock()
 
     def probs(self, block_index: int = 0) -> np.ndarray:
         return language_probs(self.weights, self.alpha_at(block_index * self.block))
@@ -196,7 +200,12 @@ class LanguageSampler:
         """For global indices ``g``: (language index, chunk index, epoch) arrays of the same shape.
 
         Cost is O(len(g)) plus one block set-up per 4096-sample block touched (amortized).
+        Thread-safe.
         """
+        with self._lock:
+            return self._lookup(g)
+
+    def _lookup(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         g = np.asarray(g, dtype=np.int64)
         shape = g.shape
         g = g.reshape(-1)
@@ -221,10 +230,11 @@ class LanguageSampler:
         """How many of the global samples [0, g) went to each language (int64 [n_langs]).
 
         A pure function of g, so per-language counts (and tokens: samples x seq_len)
-        survive a resume on any world size without being stored.
+        survive a resume on any world size without being stored. Thread-safe.
         """
         b, r = divmod(int(g), self.block)
-        counts = self._cum_before(b)
-        if r:
-            counts += np.bincount(self._block(b)[0][:r], minlength=len(counts))
+        with self._lock:
+            counts = self._cum_before(b)
+            if r:
+                counts += np.bincount(self._block(b)[0][:r], minlength=len(counts))
         return counts

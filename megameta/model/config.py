@@ -82,6 +82,10 @@ class ModelConfig:
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward instead of storing them."""
 
+    checkpoint_every: int = 1
+    """With activation_checkpointing: recompute only layers 0, k, 2k, ... (selective checkpointing:
+    about 1/k of the recomputation for 1/k of the memory saving); 1 = every layer."""
+
     compile: bool = False
     """Compile each transformer layer with ``torch.compile`` (regional compilation)."""
 
@@ -130,6 +134,10 @@ class ModelConfig:
         for name in ("layer_norm_eps", "initializer_range"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{path}.{name}: must be > 0, got {getattr(self, name)}")
+        if self.checkpoint_every <= 0:
+            raise ConfigError(
+                f"{path}.checkpoint_every: must be a positive integer, got {self.checkpoint_every}"
+            )
         if self.loss_chunk_size <= 0:
             raise ConfigError(
                 f"{path}.loss_chunk_size: must be a positive integer, got {self.loss_chunk_size}"

@@ -196,23 +196,38 @@ class XLMRForMaskedLM(nn.Module):
         x = self.roberta.embeddings(input_ids)
         mask = _padding_mask(attention_mask)
         recompute = self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in layers[: last + 1]:
-            x = checkpoint(block, x, mask, use_reentrant=False) if recompute else block(x, mask)
+        every = self.cfg.checkpoint_every
+        for i, block in enumerate(layers[: last + 1]):
+            if recompute and i % every == 0:
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
         return x
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        masked_index: Tensor | None = None,
     ) -> MaskedLMOutput:
-        """input_ids, attention_mask (1 = token, 0 = padding), labels: [B, T]; -100 = not masked."""
+        """input_ids, attention_mask (1 = token, 0 = padding), labels: [B, T]; -100 = not masked.
+
+        ``attention_mask`` may also be a bool [B, 1, 1, T] SDPA mask (True = attend), used as given.
+        ``masked_index`` (optional, int64 [M]) are the flat positions ``labels.reshape(-1) != -100`` in
+        ascending order, when the caller knows them (the loader computes them on the host): the head
+        then gathers without ``nonzero()``, whose output size forces a device->host synchronization.
+        """
         hidden = self.encode(input_ids, attention_mask)
         if labels is None:
             return MaskedLMOutput(logits=self.lm_head(hidden))
-        return self._masked_loss(hidden, labels)
+        return self._masked_loss(hidden, labels, masked_index)
 
-    def _masked_loss(self, hidden: Tensor, labels: Tensor) -> MaskedLMOutput:
+    def _masked_loss(self, hidden: Tensor, labels: Tensor, index: Tensor | None) -> MaskedLMOutput:
         b, t, h = hidden.shape
         flat = labels.reshape(-1)
-        index = flat.ne(IGNORE_INDEX).nonzero().squeeze(1)
+        if index is None:
+            index = flat.ne(IGNORE_INDEX).nonzero().squeeze(1)
         masked_rows = torch.div(index, t, rounding_mode="floor")
         if index.numel() == 0:
             zero = hidden.sum().float() * 0.0
@@ -304,9 +319,13 @@ def _padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     """[B, T] 0/1 mask -> bool [B, 1, 1, T] for SDPA, or None when nothing is padded.
 
     Dropping an all-ones mask costs one host sync but lets SDPA pick the flash kernel, which
-    takes no mask; packed pre-training batches are almost never padded.
+    takes no mask; packed pre-training batches are almost never padded. A caller that knows on
+    the host whether the batch is padded (the trainer) passes None or the bool [B, 1, 1, T] mask
+    itself, which is used as given: no sync.
     """
-    if attention_mask is None or bool(attention_mask.bool().all()):
+    if attention_mask is None or attention_mask.dim() == 4:
+        return attention_mask
+    if bool(attention_mask.bool().all()):
         return None
     return attention_mask.bool()[:, None, None, :]
 

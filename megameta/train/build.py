@@ -125,3 +125,28 @@ def write_run_files(layout: PhaseLayout, cfg: RunConfig, ds_config: dict) -> Non
     layout.ds_config.write_text(json.dumps(ds_config, indent=2))
     if not layout.tokenizer.exists():
         shutil.copytree(cfg.tokenizer_dir, layout.tokenizer)
+
+
+def set_matmul_precision(train, device: torch.device) -> None:
+    """TF32 matmuls on Ampere or newer GPUs when ``train.precision`` is fp32 and ``train.tf32`` is on
+    (about 8x the fp32 matmul throughput, 10-bit mantissa inputs, fp32 accumulation); off otherwise."""
+    if device.type != "cuda":
+        return
+    on = train.precision == "fp32" and train.tf32 and torch.cuda.get_device_capability(device)[0] >= 8
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def phase_banner(cfg: RunConfig, phase: ResolvedPhase, total_steps: int, global_batch: int, world: int,
+                 ds_config: dict, device: torch.device) -> str:  # fmt: skip
+    """The start-up lines of a phase: its shape, and the kernels this process uses (the report of
+    ``megameta inspect --env``: attention, optimizer, mixed precision, compile)."""
+    from megameta.kernels import detect_kernels, format_kernel_report
+
+    stage = ds_config["zero_optimization"].get("stage", 0)
+    tf32 = " (TF32 matmuls)" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else ""
+    return (
+        f"[train] phase {phase.name}: langs {','.join(phase.langs)} | {total_steps} steps x {global_batch} seqs x "
+        f"{cfg.data.max_seq_len} tokens | world {world} | ZeRO {stage} | {cfg.train.precision}{tf32} | device {device.type}\n"
+        + format_kernel_report(detect_kernels(device))
+    )

@@ -52,6 +52,9 @@ class Checkpointer:
         self.log = log
         self.resume_tag: str | None = None
         self.load_tag: str | None = None
+        # Each rank checksums the files it wrote; off (rank 0 hashes everything, one file at a time,
+        # while the others wait: the behaviour before) only for bench/checkpoint_stall.py's baseline.
+        self.rank_checksums, self.hash_workers = True, ckpt.HASH_WORKERS
 
     # ---------------------------------------------------------------- resume
     def find(self, ds_config: dict, data_stream: dict) -> CheckpointMeta | None:
@@ -169,9 +172,12 @@ class Checkpointer:
         if error is None:
             error = self._write(engine, staging, tag, state, step, fault)
         error = self._agree(error)
+        records = None
+        if error is None and self.rank_checksums:
+            error, records = self._checksums(staging / tag)
         if error is None and self.is_main:
             try:
-                ckpt.finalize(self.root, tag, meta)
+                ckpt.finalize(self.root, tag, meta, records, self.hash_workers)
                 ckpt.prune(self.root, keep_last, keep_every)
             except OSError as e:
                 error = f"rank 0: {e}"
@@ -194,6 +200,19 @@ class Checkpointer:
         except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as RuntimeError
             return f"rank {self.rank}: {e}".splitlines()[0]
         return None
+
+    def _checksums(self, stage: Path) -> tuple[str | None, dict]:
+        """Every rank hashes the files it wrote (``owner_rank``), in threads, while the others hash
+        theirs; returns (the first rank's error or None, every rank's records merged)."""
+        try:
+            names = [n for n in ckpt.staged_files(stage) if ckpt.owner_rank(n, self.world) == self.rank]
+            mine, error = ckpt.file_records(stage, names, self.hash_workers), None
+        except OSError as e:
+            mine, error = {}, f"rank {self.rank}: {e}".splitlines()[0]
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, (error, mine))
+        error = next((e for e, _ in gathered if e is not None), None)
+        return error, {name: rec for _, records in gathered for name, rec in records.items()}
 
     def _checkpoint_bytes(self, engine) -> int:
         """Expected size of one checkpoint: the newest one's, else fp32 weights + Adam state (16 B/param)."""

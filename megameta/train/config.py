@@ -72,7 +72,11 @@ class TrainConfig:
     """Sequences per optimizer step over all ranks; 0 = micro_batch_size * grad_accum * world size.
     When set it must equal that product (checked at launch, when the world size is known)."""
     precision: str = "fp32"
-    """fp32, bf16 or fp16 (fp16 needs an accelerator that supports it)."""
+    """fp32, bf16 or fp16 (fp16 needs an accelerator that supports it). bf16 is the one to choose on
+    GPUs (Ampere or newer); fp32 is the default because it is exact on CPU."""
+    tf32: bool = True
+    """With precision fp32 on an Ampere or newer GPU: run matmuls and convolutions in TF32 (no effect
+    elsewhere)."""
     deepspeed_config: str = "ds_configs/zero1.json"
     """DeepSpeed JSON template; batch sizes and precision are filled in from this config."""
     zero_stage: int | None = None
@@ -101,6 +105,16 @@ class TrainConfig:
     """Log every rank's (sample id, language, chunk) per step to ``<phase>/samples/`` (data audits)."""
     dist_timeout_s: int = 1800
     """Collective timeout; a hung rank fails the job after this many seconds."""
+    heartbeat_s: float = 2.0
+    """Seconds between writes of a rank's heartbeat file (only when its progress changed)."""
+    heartbeat_dir: str = ""
+    """Directory of the per-rank heartbeat files read by the stuck-rank report; empty = node-local
+    ``$TMPDIR/megameta-heartbeat-<hash of the phase dir>`` (a report then names this node's ranks
+    only). Set a shared path to have every rank's report cover every rank (one small write per
+    rank every heartbeat_s)."""
+    prefetch: int = 2
+    """Micro-batches built ahead of the step in a background thread (pinned memory on CUDA);
+    0 = build each batch in the step."""
     guard: GuardConfig = field(default_factory=GuardConfig)
     """Divergence guard: skip non-finite or spiking steps, roll back after several in a row."""
 
@@ -117,7 +131,8 @@ class TrainConfig:
         ):
             value = getattr(self, name)
             check(value >= 1, f"{path}.{name}", f"must be >= 1, got {value}")
-        for name in ("global_batch_size", "eval_every", "keep_every", "eval_suite_every"):
+        check(self.heartbeat_s > 0, f"{path}.heartbeat_s", f"must be > 0, got {self.heartbeat_s}")
+        for name in ("global_batch_size", "eval_every", "keep_every", "eval_suite_every", "prefetch"):
             value = getattr(self, name)
             check(value >= 0, f"{path}.{name}", f"must be >= 0, got {value}")
         check(

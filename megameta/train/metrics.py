@@ -14,6 +14,7 @@ import torch
 from megameta.fileio import truncate_jsonl_after
 from megameta.layout import PhaseLayout
 from megameta.train.dist import all_reduce_host
+from megameta.train.prefetch import model_inputs
 
 
 def _fmt_count(n: float) -> str:
@@ -42,16 +43,21 @@ def peak_tflops(device: torch.device, precision: str = "bf16") -> float | None:
 
 
 class StepWindow:
-    """This rank's per-language MLM loss sums and token count over the steps of one log window."""
+    """This rank's per-language MLM loss sums and token count over the steps of one log window.
 
-    def __init__(self, n_langs: int):
-        self.loss_sum = torch.zeros(n_langs, dtype=torch.float64)
-        self.loss_cnt = torch.zeros(n_langs, dtype=torch.float64)
+    The sums stay on ``device`` (adding to them is asynchronous device work); they come to the host
+    only when a log window closes, so a training step never waits for the device because of them.
+    """
+
+    def __init__(self, n_langs: int, device: torch.device | str = "cpu"):
+        self.loss_sum = torch.zeros(n_langs, dtype=torch.float64, device=device)
+        self.loss_cnt = torch.zeros(n_langs, dtype=torch.float64, device=device)
         self.tokens = self.steps = 0
 
     def add(self, langs: torch.Tensor, token_losses: torch.Tensor, tokens: int) -> None:
-        """One micro-batch: ``langs`` and ``token_losses`` per masked token, ``tokens`` non-padding tokens."""
-        self.loss_sum.index_add_(0, langs, token_losses.detach().double().cpu())
+        """One micro-batch: ``langs`` and ``token_losses`` per masked token (on the window's device),
+        ``tokens`` non-padding tokens (a host count)."""
+        self.loss_sum.index_add_(0, langs, token_losses.detach().double())
         self.loss_cnt.index_add_(0, langs, torch.ones_like(langs, dtype=torch.float64))
         self.tokens += tokens
 
@@ -94,12 +100,17 @@ class MetricLogger:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
 
-    def describe_system(self, device: torch.device, model_cfg, seq_len: int, world: int) -> None:
-        """What throughput is measured against: the device, the model's FLOPs per token, the world size."""
-        self.system = (device, model_cfg, seq_len, world)
+    def describe_system(
+        self, device: torch.device, model_cfg, seq_len: int, world: int, mask_prob: float = 0.15
+    ) -> None:
+        """What throughput is measured against: the device, the model's FLOPs per token (the masked-only
+        head runs on the ``mask_prob`` fraction of the tokens), the world size."""
+        self.system = (device, model_cfg, seq_len, world, mask_prob)
 
     def system_scalars(self, tokens_per_s: float) -> dict[str, float]:
-        device, model_cfg, seq_len, world = self.system
+        """``system/memory_gb``, ``system/model_tflops`` (all ranks) and, when the device's peak is known,
+        ``system/mfu`` (model FLOP/s over the world's peak)."""
+        device, model_cfg, seq_len, world, mask_prob = self.system
         out = {}
         if device.type == "cuda":
             out["system/memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -109,7 +120,7 @@ class MetricLogger:
             out["system/memory_gb"] = psutil.Process().memory_info().rss / 2**30
         from megameta.model.encoder import flops_per_token
 
-        tflops = flops_per_token(model_cfg, seq_len) * tokens_per_s / 1e12
+        tflops = flops_per_token(model_cfg, seq_len, mask_prob) * tokens_per_s / 1e12
         out["system/model_tflops"] = tflops
         peak = peak_tflops(device)
         if peak:
@@ -200,6 +211,13 @@ def append_sample_log(path: Path, step: int, indices: np.ndarray, sampler) -> No
             f.write(json.dumps({"step": step, **fields}) + "\n")
 
 
+def data_shares(sampler, samples_seen: int, langs: list[str]) -> dict[str, float]:
+    """``data/share_<lang>``: each language's share of the global samples [0, samples_seen)."""
+    samples = sampler.samples_per_language(samples_seen)
+    shares = samples / max(1, samples.sum())
+    return {f"data/share_{lang}": float(shares[i]) for i, lang in enumerate(langs)}
+
+
 def engine_scalars(engine, precision: str) -> dict[str, float]:
     """The DeepSpeed engine's own health numbers: global gradient norm, and the fp16 loss scale."""
     out = {}
@@ -212,22 +230,22 @@ def engine_scalars(engine, precision: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def valid_loss(
-    forward, engine, valid, micro_batch: int, batches: int, rank: int, world: int, device
-) -> dict[str, float]:
-    """Validation MLM loss per language of stream ``valid`` (None: no languages): each rank runs
-    ``forward`` on its share of ``batches`` fixed micro-batches per language; collective."""
+def valid_loss(engine, valid, train, rank: int, world: int, device: torch.device) -> dict[str, float]:
+    """Mean masked-token loss per language of ``valid`` (an MLMStream, or None: no languages):
+    ``train.eval_batches`` micro-batches of ``train.micro_batch_size`` fixed chunks per language,
+    rank ``r`` of ``world`` taking every world-th one. The sums stay on ``device`` until the one
+    all-reduce at the end; ``engine`` is left in training mode."""
     if valid is None:
         return {}
     engine.eval()
-    sums = torch.zeros(len(valid.langs), 2, dtype=torch.float64)
-    for lang_id in range(len(valid.langs)):
-        for b in range(batches):
-            out = forward(
-                valid.fixed_batch(lang_id, np.arange(micro_batch) + (b * world + rank) * micro_batch)
-            )
-            sums[lang_id, 0] += out.token_losses.double().sum().cpu()
+    mb, langs = train.micro_batch_size, valid.langs
+    sums = torch.zeros(len(langs), 2, dtype=torch.float64, device=device)
+    for lang_id in range(len(langs)):
+        for b in range(train.eval_batches):
+            batch = valid.fixed_batch(lang_id, np.arange(mb) + (b * world + rank) * mb)
+            out = engine(**model_inputs(batch, device))
+            sums[lang_id, 0] += out.token_losses.double().sum()
             sums[lang_id, 1] += len(out.token_losses)
     sums = all_reduce_host(device, sums)
     engine.train()
-    return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(valid.langs)}
+    return {lang: (sums[i, 0] / sums[i, 1].clamp(min=1)).item() for i, lang in enumerate(langs)}

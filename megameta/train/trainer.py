@@ -11,29 +11,22 @@ from __future__ import annotations
 
 import signal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from megameta.checkpoint import CheckpointMeta, tag_for
+from megameta import checkpoint as ckpt
+from megameta.checkpoint import CheckpointMeta
 from megameta.config import RunConfig, dump_config
 from megameta.data.tokenizer import Vocab
 from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.fileio import truncate_jsonl_after
-from megameta.train.build import (
-    build_engine,
-    build_streams,
-    data_stream,
-    model_config,
-    seed_everything,
-    write_run_files,
-)
+from megameta.train import build, metrics
 from megameta.train.checkpointer import Checkpointer, load_init_weights
 from megameta.train.dist import accelerator_device, all_reduce_host, init_distributed
 from megameta.train.ds_config import render_ds_config
 from megameta.train.faults import FaultInjector
 from megameta.train.guard import DivergenceGuard
-from megameta.train.metrics import MetricLogger, StepWindow, append_sample_log, engine_scalars, valid_loss
+from megameta.train.prefetch import Prefetcher, model_inputs, rank_batches
 from megameta.train.watchdog import Heartbeat, is_collective_failure
 
 
@@ -53,29 +46,32 @@ class Trainer:
         self.rank, self.local_rank, self.world = init_distributed(train.dist_timeout_s)
         self.is_main = self.rank == 0
         self.fault = FaultInjector(self.rank)
-        self.heartbeat = Heartbeat(self.layout, self.rank, self.world, train.dist_timeout_s)
+        self.heartbeat = Heartbeat.for_run(train, self.layout.dir, self.rank, self.world)
         self.device, acc = accelerator_device(self.local_rank)
+        build.set_matmul_precision(train, self.device)
         self.ds_config = render_ds_config(
             train, self.world, self.cfg.optim.grad_clip, acc.is_fp16_supported(), acc.is_bf16_supported()
         )
         self.global_batch = self.ds_config["train_batch_size"]
         self.total_steps = self.phase.total_steps(self.global_batch)
-        self.log = MetricLogger(self.layout, self.is_main, train.tensorboard, self.total_steps)
+        self.log = metrics.MetricLogger(self.layout, self.is_main, train.tensorboard, self.total_steps)
         self.vocab = Vocab(self.cfg.tokenizer_dir)  # the ids, without importing transformers
-        self.stream, self.valid = build_streams(
+        self.stream, self.valid = build.build_streams(
             self.cfg, self.phase, self.vocab, self.total_steps * self.global_batch
         )
-        seed_everything(train.seed)
+        build.seed_everything(train.seed)
         model = self._model()
-        self.log.describe_system(self.device, self.model_cfg, self.cfg.data.max_seq_len, self.world)
+        self.log.describe_system(
+            self.device, self.model_cfg, self.cfg.data.max_seq_len, self.world, self.cfg.data.mask_prob
+        )
         self.checkpointer = Checkpointer(self.layout, self.rank, self.world, self._print)
-        self.checkpointer.find(self.ds_config, data_stream(self.cfg, self.phase))
-        self.engine, self.scheduler = build_engine(
+        self.checkpointer.find(self.ds_config, build.data_stream(self.cfg, self.phase))
+        self.engine, self.scheduler = build.build_engine(
             self.cfg, self.phase, model, self.ds_config, self.device, self.total_steps
         )
         self.guard = DivergenceGuard(train.guard, self.engine, self.fault, self._print)
         if self.is_main:
-            write_run_files(self.layout, self.cfg, self.ds_config)
+            build.write_run_files(self.layout, self.cfg, self.ds_config)
         self._resume()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGUSR1, self._on_signal)
@@ -83,7 +79,7 @@ class Trainer:
     def _model(self) -> torch.nn.Module:
         from megameta.model import XLMRForMaskedLM
 
-        self.model_cfg = model_config(self.cfg, len(self.vocab))
+        self.model_cfg = build.model_config(self.cfg, len(self.vocab))
         model = XLMRForMaskedLM(self.model_cfg)
         if self.phase.init_from is not None:
             self.init_source = load_init_weights(model, self.phase.init_from, self.phase.name, self._print)
@@ -118,14 +114,12 @@ class Trainer:
             self._print(
                 f"[train] world size changed ({state['world_size']} -> {self.world}): data stream continues, RNG reseeded"
             )
-            seed_everything(self.cfg.train.seed + self.step)
+            build.seed_everything(self.cfg.train.seed + self.step)
         # Rows logged after this checkpoint by the interrupted run are replayed now: drop them.
         truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
         self.log.truncate_after(self.step)
-        tag = self.checkpointer.resume_tag
-        self._print(
-            f"[train] resumed {self.phase.name} from {tag} (step {self.step}, {self.tokens_seen:,} tokens)"
-        )
+        self._print(f"[train] resumed {self.phase.name} from {self.checkpointer.resume_tag} "
+                    f"(step {self.step}, {self.tokens_seen:,} tokens)")  # fmt: skip
 
     def save(self) -> None:
         """Checkpoint the current step (atomically); then the evaluation suite when it is due."""
@@ -133,7 +127,7 @@ class Trainer:
         state = self.state_dict()
         meta = CheckpointMeta(**state, model=dump_config(self.model_cfg), config=dump_config(self.cfg),
                               zero_stage=self.ds_config["zero_optimization"].get("stage", 0),
-                              precision=train.precision, data_stream=data_stream(self.cfg, self.phase))  # fmt: skip
+                              precision=train.precision, data_stream=build.data_stream(self.cfg, self.phase))  # fmt: skip
         tag = self.checkpointer.save(
             self.engine, self.step, state, meta, train.keep_last, train.keep_every, self.fault
         )
@@ -157,26 +151,15 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One optimizer step (all micro-batches); returns this rank's loss sums per language."""
-        train, window = self.cfg.train, StepWindow(len(self.phase.langs))
+        train, window = self.cfg.train, metrics.StepWindow(len(self.phase.langs), self.device)
         self.engine.train()
         for micro in range(train.grad_accum):
-            start = self.samples_seen + (micro * self.world + self.rank) * train.micro_batch_size
-            indices = np.arange(start, start + train.micro_batch_size, dtype=np.int64)
-            batch = self.stream.batch(indices)
+            indices, batch = next(self.batches)
             if train.log_samples:
-                append_sample_log(
+                metrics.append_sample_log(
                     self.layout.sample_log(self.rank), self.step + 1, indices, self.stream.sampler
                 )
-            self.heartbeat.beat(micro, "forward")
-            self.fault("forward", self.step + 1)
-            out = self._forward(batch)
-            self.heartbeat.beat(micro, "backward")
-            self.fault("backward", self.step + 1)
-            self.engine.backward(self.guard.watch(out.loss, self.step + 1))
-            self.guard.step()
-            window.add(
-                batch["lang"][out.masked_rows.cpu()], out.token_losses, int(batch["attention_mask"].sum())
-            )
+            self._micro_step(micro, batch, window)
         # One small collective per step: global token count, and whether any rank got a stop signal.
         self.heartbeat.beat(train.grad_accum, "sync")
         sync = all_reduce_host(
@@ -186,27 +169,37 @@ class Trainer:
         window.tokens = int(sync[0].item())
         return {"window": window, "stop": bool(sync[1].item())}
 
+    def _micro_step(self, micro: int, batch: dict, window: metrics.StepWindow) -> None:
+        """Forward, backward and (at the accumulation boundary) optimizer step of one micro-batch.
+
+        Nothing here waits for the device: masked positions, padding and token count come from the
+        host-side batch, and the loss sums stay on the device (tests/train/test_no_sync.py)."""
+        self.heartbeat.beat(micro, "forward")
+        self.fault("forward", self.step + 1)
+        out = self._forward(batch)
+        self.heartbeat.beat(micro, "backward")
+        self.fault("backward", self.step + 1)
+        self.engine.backward(self.guard.watch(out.loss, self.step + 1))
+        self.guard.step()
+        window.add(
+            batch["masked_lang"].to(self.device, non_blocking=True), out.token_losses, batch["n_tokens"]
+        )
+
     def _forward(self, batch: dict):
-        return self.engine(batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device),
-                           labels=batch["labels"].to(self.device))  # fmt: skip
+        return self.engine(**model_inputs(batch, self.device))
 
     def valid_loss(self) -> dict[str, float]:  # validation MLM loss per language
-        mb, batches = self.cfg.train.micro_batch_size, self.cfg.train.eval_batches
-        return valid_loss(
-            self._forward, self.engine, self.valid, mb, batches, self.rank, self.world, self.device
-        )
+        return metrics.valid_loss(self.engine, self.valid, self.cfg.train, self.rank, self.world, self.device)
 
     def run(self) -> int:
         self.setup()
         if self.step >= self.total_steps and self.layout.done.exists():
             self._print(f"[train] {self.phase.name} already complete ({self.step} steps)")
             return EXIT_OK
-        self._print(
-            f"[train] phase {self.phase.name}: langs {','.join(self.phase.langs)} | {self.total_steps} steps x "
-            f"{self.global_batch} seqs x {self.cfg.data.max_seq_len} tokens | world {self.world} | "
-            f"ZeRO {self.ds_config['zero_optimization'].get('stage', 0)} | {self.cfg.train.precision} | device {self.device.type}"
-        )
-        window = StepWindow(len(self.phase.langs))
+        self._print(build.phase_banner(self.cfg, self.phase, self.total_steps, self.global_batch, self.world,
+                                 self.ds_config, self.device))  # fmt: skip
+        window = metrics.StepWindow(len(self.phase.langs), self.device)
+        self.batches = self._batches()
         self.log.start_window()
         self.heartbeat.start_watchdog()
         while self.step < self.total_steps:
@@ -223,12 +216,33 @@ class Trainer:
                 self._print(
                     f"[train] signal {self._signal or 'on another rank'}: saving checkpoint at step {self.step} and exiting for requeue"
                 )
+                self.batches.close()
                 self.save()
                 self.log.close()
                 return EXIT_REQUEUE
             if self.step % self.cfg.train.save_every == 0 and self.step < self.total_steps:
                 self.save()
         return self._finish()
+
+    def _batches(self):
+        """This rank's micro-batches from the resumed data position on, built ``train.prefetch`` ahead."""
+        train = self.cfg.train
+        source = rank_batches(self.stream, self.samples_seen, self.guard.position, self.rank, self.world,
+                              train.micro_batch_size, train.grad_accum, self.device.type == "cuda")  # fmt: skip
+        return Prefetcher(source, train.prefetch) if train.prefetch else source
+
+    def _rollback(self) -> None:
+        """K bad steps in a row: back to the last checkpoint before them (the guard's counters survive),
+        then on past their data window; the rolled-back steps' log rows are dropped."""
+        first_bad = self.guard.rollback_window(self.step + 1, self.samples_seen + self.global_batch)
+        counters = self.guard.state_dict()
+        state, _, tag = self.checkpointer.rollback(self.engine, first_bad)
+        self.load_state_dict({**state, **counters})
+        self.batches.close()  # built ahead from the abandoned position
+        self.batches = self._batches()
+        truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
+        self.log.truncate_after(self.step)
+        self._print(f"[guard] rolled back to {tag} (step {self.step})")
 
     def _guarded_step(self) -> dict:
         """``train_step`` with failures of the process group reported as such (naming the stuck rank);
@@ -243,18 +257,7 @@ class Trainer:
         self.heartbeat.leave_step()
         return stats
 
-    def _rollback(self) -> None:
-        """K bad steps in a row: back to the last checkpoint before them (the guard's counters survive),
-        then on past their data window; the rolled-back steps' log rows are dropped."""
-        first_bad = self.guard.rollback_window(self.step + 1, self.samples_seen + self.global_batch)
-        counters = self.guard.state_dict()
-        state, _, tag = self.checkpointer.rollback(self.engine, first_bad)
-        self.load_state_dict({**state, **counters})
-        truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
-        self.log.truncate_after(self.step)
-        self._print(f"[guard] rolled back to {tag} (step {self.step})")
-
-    def _after_step(self, window: StepWindow) -> None:
+    def _after_step(self, window: metrics.StepWindow) -> None:
         train = self.cfg.train
         if self.step % train.log_every == 0 or self.step == self.total_steps:
             self._log(window)
@@ -265,11 +268,12 @@ class Trainer:
         # Finished: a late preemption signal must not kill ranks while they write the final state.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        self.batches.close()
         valid = self.valid_loss()
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
         if not self.checkpointer.exists(self.step):
             self.save()
-        self.checkpointer.write_done({"phase": self.phase.name, "tag": tag_for(self.step), "step": self.step,
+        self.checkpointer.write_done({"phase": self.phase.name, "tag": ckpt.tag_for(self.step), "step": self.step,
                                       "tokens": self.tokens_seen, "valid_loss": valid, "init_from": self.init_source})  # fmt: skip
         summary = " ".join(f"{k}={v:.3f}" for k, v in valid.items())
         self._print(
@@ -278,13 +282,11 @@ class Trainer:
         self.log.close()
         return EXIT_OK
 
-    def _log(self, window: StepWindow) -> None:
+    def _log(self, window: metrics.StepWindow) -> None:
         sums = all_reduce_host(self.device, torch.stack([window.loss_sum, window.loss_cnt]))
-        samples = self.stream.sampler.samples_per_language(self.samples_seen)
-        shares = samples / max(1, samples.sum())
         scalars = {"train/lr": self.scheduler.get_last_lr()[0], "train/tokens_seen": float(self.tokens_seen),
-                   **{f"data/share_{lang}": float(shares[i]) for i, lang in enumerate(self.phase.langs)}}  # fmt: skip
-        scalars.update(engine_scalars(self.engine, self.cfg.train.precision))
+                   **metrics.data_shares(self.stream.sampler, self.samples_seen, self.phase.langs)}  # fmt: skip
+        scalars.update(metrics.engine_scalars(self.engine, self.cfg.train.precision))
         scalars.update({f"train/{k}": float(v) for k, v in self.guard.counts().items()})
         row = {"step": self.step, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
                **self.guard.counts()}  # fmt: skip

@@ -122,3 +122,56 @@ def test_prune_keeps_the_newest_and_every_kth_and_drops_stale_universal_copies(t
         "step_00000006",
         "step_00000007",
     ]
+
+
+def test_each_file_has_one_owner_rank():
+    world = 2
+    owners = {name: ckpt.owner_rank(name, world) for name in (
+        "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_model_states.pt",
+        "rng_rank0.pt", "rng_rank1.pt", "zero_pp_rank_7_mp_rank_00_optim_states.pt")}  # fmt: skip
+    assert owners == {"mp_rank_00_model_states.pt": 0, "zero_pp_rank_0_mp_rank_00_optim_states.pt": 0,
+                      "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt": 1,
+                      "zero_pp_rank_1_mp_rank_00_model_states.pt": 1, "rng_rank0.pt": 0, "rng_rank1.pt": 1,
+                      "zero_pp_rank_7_mp_rank_00_optim_states.pt": 0}  # fmt: skip
+
+
+def test_finalize_uses_the_ranks_records_and_hashes_only_what_they_miss(tmp_path, monkeypatch):
+    root = tmp_path / "checkpoints"
+    stage = ckpt.staging_dir(root, "step_00000001") / "step_00000001"
+    stage.mkdir(parents=True)
+    for name, data in {
+        "rng_rank0.pt": b"r0",
+        "rng_rank1.pt": b"r1",
+        "m.pt": b"model",
+        "late.pt": b"x",
+    }.items():
+        (stage / name).write_bytes(data)
+    records = ckpt.file_records(stage, ["rng_rank0.pt", "rng_rank1.pt", "m.pt"], workers=2)
+    records["m.pt"] = {"size": 99, "sha256": "stale"}  # changed since it was hashed: re-hashed
+    hashed = []
+    from megameta.checkpoint import store
+
+    real = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file", lambda p: (hashed.append(p.name), real(p))[1])
+    meta = ckpt.CheckpointMeta(step=1, samples_seen=8, tokens_seen=256, phase="meta", world_size=2,
+                               model={"vocab_size": 100}, zero_stage=1, precision="fp32", langs=["en"],
+                               lang_samples=[8], lang_tokens=[256])  # fmt: skip
+    final = ckpt.finalize(root, "step_00000001", meta, records)
+    assert sorted(hashed) == ["late.pt", "m.pt"]
+    assert ckpt.check_integrity(final) is None  # every record, given or computed, matches the bytes
+
+
+def test_resume_check_compares_every_size_before_reading_any_byte(tmp_path, monkeypatch):
+    final = synthetic_checkpoint(tmp_path, 1, {f"f{i}.pt": bytes([i]) * (i + 1) for i in range(8)})
+    (final / "f7.pt").write_bytes(b"short")
+    from megameta.checkpoint import store
+
+    monkeypatch.setattr(store, "sha256_file", lambda p: pytest.fail(f"hashed {p.name} before checking sizes"))
+    assert "f7.pt has 5 bytes, expected 8" in ckpt.check_integrity(final)
+
+
+def test_parallel_hashing_finds_the_one_corrupted_file(tmp_path):
+    final = synthetic_checkpoint(tmp_path, 1, {f"f{i}.pt": bytes([i]) * 1000 for i in range(12)})
+    (final / "f9.pt").write_bytes(bytes([1]) * 1000)
+    assert ckpt.check_integrity(final, workers=4) == f"{final / 'f9.pt'} checksum mismatch (corrupted)"

@@ -64,8 +64,14 @@ def test_resume_continues_exactly(make_stream):
 def test_batch_contents(make_stream, tiny_shards):
     s = make_stream()
     b = s.batch(np.arange(512))
-    assert all(v.dtype == torch.int64 for v in b.values())
+    assert all(v.dtype == torch.int64 for v in b.values() if isinstance(v, torch.Tensor))
     assert b["input_ids"].shape == (512, 64)
+    # the host-side facts the training step uses instead of asking the device
+    sel = b["labels"] != IGNORE_INDEX
+    assert torch.equal(b["masked_index"], sel.reshape(-1).nonzero().squeeze(1))
+    assert torch.equal(b["masked_lang"], b["lang"][sel.nonzero()[:, 0]])
+    assert b["n_tokens"] == int(b["attention_mask"].sum())
+    assert b["padded"] == bool((b["attention_mask"] == 0).any())
     ids = s.ids
     assert (b["input_ids"][:, 0] == ids.bos).all()
     sel = b["labels"] != IGNORE_INDEX

@@ -87,6 +87,27 @@ def test_chunked_masked_loss_equals_full_vocabulary_ce() -> None:
     assert abs(out.loss.item() - F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1)).item()) < 1e-6
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_host_given_masked_index_and_sdpa_mask_give_identical_loss_and_grads(padded: bool) -> None:
+    """The trainer's sync-free call (masked positions and padding known on the host) is bit-identical."""
+    ours, _ = build_pair()
+    ours.train()
+    ids, mask, labels = make_batch(padded)
+    index = torch.from_numpy((labels.reshape(-1).numpy() != -100).nonzero()[0])
+    sdpa_mask = mask.bool()[:, None, None, :] if padded else None
+    outs, grads = [], []
+    for args in ((ids, mask, labels), (ids, sdpa_mask, labels, index)):
+        torch.manual_seed(3)
+        ours.zero_grad()
+        outs.append(ours(*args))
+        outs[-1].loss.backward()
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    assert torch.equal(outs[0].loss, outs[1].loss)
+    assert torch.equal(outs[0].token_losses, outs[1].token_losses)
+    assert torch.equal(outs[0].masked_rows, outs[1].masked_rows)
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_gradients_match_hf(chunk: int) -> None:
     ours, hf = build_pair(dataclasses.replace(TINY, loss_chunk_size=chunk))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch.distributed as dist
 
-from megameta.layout import RunLayout
-from megameta.train.watchdog import UNKNOWN, Heartbeat, is_collective_failure, stuck_rank_report
+from megameta.train.watchdog import (
+    UNKNOWN,
+    Heartbeat,
+    heartbeat_dir,
+    is_collective_failure,
+    stuck_rank_report,
+)
 
 
 def test_report_names_the_ranks_behind_and_where_they_stopped():
@@ -27,14 +35,15 @@ def test_a_rank_without_a_heartbeat_is_behind_everyone():
 
 
 def test_heartbeat_files_feed_the_failure_message(tmp_path):
-    layout = RunLayout.of(tmp_path).phase("meta")
-    beats = [Heartbeat(layout, r, 3, timeout_s=60) for r in range(3)]
+    beats = [Heartbeat(tmp_path / "hb", r, 3, timeout_s=60) for r in range(3)]
     for hb in beats:
         hb.enter_step(4)
         hb.beat(0, "forward")
     beats[0].beat(0, "backward")
     beats[2].beat(0, "backward")
     beats[2].beat(1, "sync")
+    for hb in beats[1:]:
+        hb.flush()  # the watchdog thread's job in a run; rank 0 flushes itself before reporting
     msg = beats[0].failure_message(RuntimeError("Connection closed by peer\nmore detail"))
     assert msg == (
         "collective failed on rank 0 in step 4 after up to train.dist_timeout_s=60s: "
@@ -55,3 +64,46 @@ def test_heartbeat_files_feed_the_failure_message(tmp_path):
 )
 def test_only_process_group_failures_count_as_collective(error, collective):
     assert is_collective_failure(error) is collective
+
+
+def test_beats_are_kept_in_memory_and_written_only_by_flush_when_changed(tmp_path, monkeypatch):
+    hb = Heartbeat(tmp_path / "hb", 0, 1, timeout_s=60, interval_s=0.05)
+    writes = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (writes.append(b), real_replace(a, b)))
+    hb.enter_step(1)
+    for micro in range(50):  # a step's worth of beats: no file I/O at all
+        hb.beat(micro, "forward")
+        hb.beat(micro, "backward")
+    assert writes == [] and not hb.path.exists()
+    hb.flush()
+    hb.flush()  # unchanged: not written again
+    assert len(writes) == 1 and hb.path.read_text().split()[:3] == ["1", "49", "1"]
+
+
+def test_the_watchdog_thread_writes_where_a_stuck_rank_stopped(tmp_path):
+    hb = Heartbeat(tmp_path / "hb", 1, 2, timeout_s=60, interval_s=0.05)
+    hb.enter_step(3)
+    hb.beat(0, "forward")
+    hb.start_watchdog()  # the main thread now "hangs": only the thread can write
+    deadline = time.time() + 5
+    while not hb.path.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert stuck_rank_report(
+        {0: (3, 0, 2), **Heartbeat(tmp_path / "hb", 0, 2, 60, peers=[1]).read_all()}
+    ) == ("rank 1 stopped in step 3 (forward)")
+
+
+def test_heartbeats_are_node_local_unless_a_dir_is_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "local"))
+    a, b = heartbeat_dir("", tmp_path / "run" / "meta"), heartbeat_dir("", tmp_path / "run" / "xlingual")
+    assert a.parent == b.parent == tmp_path / "local" and a != b
+    assert heartbeat_dir(str(tmp_path / "shared"), tmp_path / "run" / "meta") == tmp_path / "shared"
+
+
+def test_a_report_limited_to_this_nodes_ranks_says_so(tmp_path):
+    hb = Heartbeat(tmp_path, 2, 4, timeout_s=60, peers=[2, 3])
+    hb.enter_step(1)
+    hb.beat(0, "backward")
+    msg = hb.failure_message(RuntimeError("gloo: connection closed"))
+    assert "rank 3 never started (heartbeats of this node's ranks [2, 3] only)" in msg
