@@ -10,7 +10,10 @@ refuses the methods on any tensor, called from the main thread while a micro-ste
 prefetch thread builds batches with numpy and may do as it likes). One exception: DeepSpeed's own
 optimizer step (``engine._take_model_step``, once per optimizer step, at the accumulation boundary)
 checks the global gradient norm for inf/NaN with ``bool(...)``; that is DeepSpeed's design, not the
-step's, and is allowed. Under CUDA sync-debug mode the optimizer step is excluded the same way.
+step's, and is allowed. The divergence guard's verdict (``DivergenceGuard._decide``, also once per
+optimizer step, at the boundary, before the optimizer may step) reads the all-reduced mean loss the
+same way and is allowed for the same reason (``train.guard.enabled=false`` removes it). Under CUDA
+sync-debug mode both are excluded the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 from megameta.config import load_config
 from megameta.train import trainer as trainer_mod
+from megameta.train.entry import train_phase
 
 #: Tensor methods whose result needs the device's values on the host.
 SYNCING = ("item", "tolist", "cpu", "numpy", "nonzero", "masked_select", "unique", "__bool__", "__int__",
@@ -33,10 +37,14 @@ class SyncError(AssertionError):
     pass
 
 
+#: (function name, file fragment) of the once-per-optimizer-step reads that are allowed.
+ALLOWED = (("_take_model_step", "deepspeed"), ("_decide", "megameta/train/guard.py"))
+
+
 def _in_deepspeed_optimizer_step() -> bool:
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_name == "_take_model_step" and "deepspeed" in frame.f_code.co_filename:
+        if any(frame.f_code.co_name == name and part in frame.f_code.co_filename for name, part in ALLOWED):
             return True
         frame = frame.f_back
     return False
@@ -64,6 +72,19 @@ def _bool_index(key) -> bool:
     return any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys)
 
 
+def _unchecked_on_cuda(method):
+    """``method`` run with CUDA's sync debug mode off: one of the ALLOWED once-per-step reads."""
+
+    def unchecked(self, *args, **kwargs):
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+
+    return unchecked
+
+
 def install() -> None:
     """Patch the syncing methods and functions, and make ``Trainer._micro_step`` switch them on."""
     for name in SYNCING:
@@ -83,16 +104,10 @@ def install() -> None:
     if cuda:
         from deepspeed.runtime.engine import DeepSpeedEngine
 
-        take_step = DeepSpeedEngine._take_model_step
+        from megameta.train.guard import DivergenceGuard
 
-        def unchecked_take_step(self, *args, **kwargs):
-            torch.cuda.set_sync_debug_mode("default")
-            try:
-                return take_step(self, *args, **kwargs)
-            finally:
-                torch.cuda.set_sync_debug_mode("error")
-
-        DeepSpeedEngine._take_model_step = unchecked_take_step
+        for cls, name in ((DeepSpeedEngine, "_take_model_step"), (DivergenceGuard, "_decide")):
+            setattr(cls, name, _unchecked_on_cuda(getattr(cls, name)))
 
     def checked(self, *args, **kwargs):
         ACTIVE["on"] = True
@@ -128,6 +143,6 @@ def self_check() -> None:
 if __name__ == "__main__":
     install()
     self_check()
-    code = trainer_mod.train_phase(load_config(sys.argv[1]), sys.argv[2])
+    code = train_phase(load_config(sys.argv[1]), sys.argv[2])
     print(f"micro-steps checked: {ACTIVE['checked']}", flush=True)
     sys.exit(code)
