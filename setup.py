@@ -24,6 +24,8 @@ setup(
         # .zst corpus files (CC-100 mirrors); .gz, .xz and .bz2 need only the standard library
         "zstandard>=0.21",
         "matplotlib>=3.7",
+        # Student-t intervals of the multi-seed comparison (megameta.evaluate.compare)
+        "scipy>=1.10",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
     entry_points={"console_scripts": ["megameta=megameta.cli:main"]},

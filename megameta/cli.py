@@ -133,7 +133,7 @@ def cmd_evaluate(args) -> int:
 def cmd_pipeline(args) -> int:
     from megameta.pipeline import run_pipeline
 
-    return run_pipeline(_load(args), with_baseline=args.with_baseline)
+    return run_pipeline(_load(args), with_baseline=args.with_baseline, seeds=args.seeds)
 
 
 def cmd_plan(args) -> int:
@@ -241,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument(
         "--with-baseline", action="store_true", help="also train and evaluate the single-phase baseline"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="with --with-baseline: train and evaluate both arms for this many seeds and compare them "
+        "paired by seed (finished seeds are reused; a larger N grows an experiment)",
     )
     p.set_defaults(fn=cmd_pipeline)
 

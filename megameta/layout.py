@@ -8,7 +8,10 @@ comparison of the two arms::
         tokenizer/                 SentencePiece model + HF tokenizer files
         shards/                    <lang>/<split>.bin/.idx + manifest.json
         logs/                      SLURM job logs
-        comparison/                meta vs baseline (comparison.md/.json/.png)
+        comparison/                meta vs baseline (comparison.md/.json/.png), paired by seed
+        seeds/seed<k>/             seed k >= 1 of `pipeline --seeds N`: a run dir of its own
+                                   (phases, pipeline_config.yaml) whose tokenizer/ and shards/
+                                   link to the ones above; seed 0 is this run dir itself
         <phase>/
             config.yaml, ds_config.json, tokenizer/
             checkpoints/step_XXXXXXXX/, checkpoints/latest
@@ -88,6 +91,10 @@ class RunLayout:
 
     def phase(self, name: str) -> PhaseLayout:
         return PhaseLayout(self.root / name)
+
+    def seed(self, k: int) -> RunLayout:
+        """The run dir of an experiment's seed ``k`` (seed 0 is this run dir)."""
+        return self if k == 0 else RunLayout(self.root / "seeds" / f"seed{k}")
 
 
 def tokenizer_of_checkpoint(ckpt_dir: Path) -> Path:

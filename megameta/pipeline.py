@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from megameta.config import PhaseConfig, RunConfig, dump_config
+from megameta.configtools import from_dict
 from megameta.errors import EXIT_BAD_INPUT, EXIT_REQUEUE, InputError, MegaMetaError
 from megameta.launch import launch_command
 from megameta.layout import PhaseLayout
@@ -181,12 +182,40 @@ def ensure_evaluated(cfg: RunConfig, phase: PhaseConfig, model_dir: Path) -> dic
     return run_evaluation(str(model_dir), cfg.corpus.dir, cfg.evaluate, str(out))
 
 
-def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
+def seed_config(cfg: RunConfig, k: int) -> RunConfig:
+    """Seed ``k`` of an experiment. Seed 0 is ``cfg``; seed k >= 1 runs in ``<run_dir>/seeds/seed<k>`` with
+    ``train.seed`` and ``data.seed`` offset by k, so weight init, dropout, data order and masking change
+    while the vocabulary, the shards and the evaluation (its own seeds) stay shared."""
+    if k == 0:
+        return cfg
+    raw = dump_config(cfg)
+    raw["run_dir"] = str(cfg.layout.seed(k).root)
+    raw["train"]["seed"] += k
+    raw["data"]["seed"] += k
+    return from_dict(RunConfig, raw, "")
+
+
+def _prepare_seed_dir(cfg: RunConfig, seed_cfg: RunConfig) -> None:
+    """Link the shared tokenizer and shards into a seed's run dir and write its pipeline config."""
+    root = seed_cfg.layout.root
+    root.mkdir(parents=True, exist_ok=True)
+    for shared, link in ((cfg.tokenizer_dir, seed_cfg.tokenizer_dir), (cfg.shard_dir, seed_cfg.shard_dir)):
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(shared.resolve(), root.resolve()))
+    seed_cfg.layout.pipeline_config.write_text(yaml.safe_dump(dump_config(seed_cfg), sort_keys=False))
+
+
+def run_pipeline(cfg: RunConfig, with_baseline: bool = False, seeds: int = 1) -> int:
+    """The recipe; with ``with_baseline`` also the single-phase baseline and the comparison of the two
+    arms, over ``seeds`` paired seeds (each step of each seed is skipped when already done)."""
     start = time.time()
+    if seeds < 1:
+        raise InputError(f"--seeds: must be >= 1, got {seeds}")
+    if seeds > 1 and not with_baseline:
+        raise InputError("--seeds: needs --with-baseline (each seed trains and compares both arms)")
     run_dir = cfg.layout.root
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = cfg.layout.pipeline_config
-    config_path.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
+    cfg.layout.pipeline_config.write_text(yaml.safe_dump(dump_config(cfg), sort_keys=False))
     ensure_corpus(cfg)
     ensure_tokenizer(cfg)
     ensure_shards(cfg)
@@ -195,21 +224,26 @@ def run_pipeline(cfg: RunConfig, with_baseline: bool = False) -> int:
         if not cfg.baseline:
             raise InputError("--with-baseline: the config has no 'baseline' phases")
         groups["baseline"] = cfg.baseline
-    reports: dict[str, dict] = {}
-    for group, phases in groups.items():
-        for phase in phases:
-            run_phase(cfg, config_path, phase)
-        final = phases[-1]
-        model_dir = ensure_converted(cfg, final)
-        reports[group] = ensure_evaluated(cfg, final, model_dir)
+    reports: dict[str, list[dict]] = {group: [] for group in groups}
+    for k in range(seeds):
+        seed_cfg = seed_config(cfg, k)
+        if k:
+            _prepare_seed_dir(cfg, seed_cfg)
+        if seeds > 1:
+            say(f"seed {k + 1} of {seeds}: {seed_cfg.layout.root} (train.seed {seed_cfg.train.seed}, "
+                f"data.seed {seed_cfg.data.seed})")  # fmt: skip
+        for group, phases in groups.items():
+            for phase in phases:
+                run_phase(seed_cfg, seed_cfg.layout.pipeline_config, phase)
+            final = phases[-1]
+            model_dir = ensure_converted(seed_cfg, final)
+            reports[group].append(ensure_evaluated(seed_cfg, final, model_dir))
     comparison = None
     if with_baseline:
         from megameta.evaluate.compare import compare_reports
 
-        comparison = compare_reports(
-            {"meta": [reports["meta"]], "baseline": [reports["baseline"]]}, str(cfg.layout.comparison)
-        )
-    _print_summary(cfg, groups, reports, comparison, time.time() - start)
+        comparison = compare_reports(reports, str(cfg.layout.comparison))
+    _print_summary(cfg, groups, {g: r[0] for g, r in reports.items()}, comparison, time.time() - start)
     return 0
 
 
@@ -237,7 +271,12 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
         print(f"  key numbers: {format_key_metrics(key_metrics(reports[group]))}")
     print(f"  TensorBoard:    tensorboard --logdir {cfg.run_dir}")
     if comparison is not None:
-        print(f"  comparison:     {cfg.layout.comparison / 'comparison.md'}")
+        n = comparison["n_seeds"]
+        print(
+            f"  comparison:     {cfg.layout.comparison / 'comparison.md'} ({n} seed{'s' * (n > 1)} per arm)"
+        )
+        for arm, keys in comparison["summary"].items():
+            print(f"    {arm.replace('_', ' ')}: {', '.join(keys) or 'none'}")
 
 
 def loss_trend(path: Path) -> dict[str, tuple[float, float]]:

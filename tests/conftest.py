@@ -15,16 +15,22 @@ def tiny_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, tiny_corpus):
-    """`megameta pipeline` end to end (2 DeepSpeed ranks on CPU) on the tiny corpus, run once per session."""
+    """`megameta pipeline --with-baseline` end to end (2 DeepSpeed ranks on CPU) on the tiny corpus, then
+    grown to a 2-seed experiment with ``--seeds 2``; run once per session."""
     root = tmp_path_factory.mktemp("pipeline")
     cfg = tiny_config(root / "run", tiny_corpus)
     config_path = write_config(root / "config.yaml", cfg)
-    proc = megameta("pipeline", "--config", str(config_path), "--with-baseline", timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"tiny pipeline failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    procs = []
+    for seeds in ("1", "2"):
+        proc = megameta(
+            "pipeline", "--config", str(config_path), "--with-baseline", "--seeds", seeds, timeout=900
         )
-    return {"root": root, "run": root / "run", "config": config_path, "cfg": cfg, "proc": proc,
+        if proc.returncode != 0:
+            pytest.fail(
+                f"tiny pipeline (--seeds {seeds}) failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        procs.append(proc)
+    return {"root": root, "run": root / "run", "config": config_path, "cfg": cfg, "proc": procs[0], "grown": procs[1],
             "done": {p: json.loads((root / "run" / p / "DONE.json").read_text()) for p in ("meta", "xlingual", "baseline")}}  # fmt: skip
 
 

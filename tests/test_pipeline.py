@@ -39,14 +39,38 @@ def test_with_baseline_compares_meta_and_single_phase_at_equal_budget(tiny_pipel
     run, done = tiny_pipeline["run"], tiny_pipeline["done"]
     assert done["baseline"]["init_from"] is None
     assert done["baseline"]["tokens"] == done["meta"]["tokens"] + done["xlingual"]["tokens"]
-    comparison = json.loads((run / "comparison" / "comparison.json").read_text())
-    assert (
-        comparison
-        and (run / "comparison" / "comparison.md").exists()
-        and (run / "comparison" / "comparison.png").exists()
-    )
+    for name in ("comparison.json", "comparison.md", "comparison.png"):
+        assert (run / "comparison" / name).stat().st_size > 0, name
     table = (run / "comparison" / "comparison.md").read_text()
-    assert "meta" in table and "baseline" in table
+    assert "| metric | meta | baseline | diff (meta − baseline) | 95% interval | verdict |" in table
+
+
+def test_seeds_grow_an_experiment_paired_by_seed(tiny_pipeline):
+    """``--seeds 2`` after a 1-seed run reuses seed 1's phases and the shared vocabulary and shards,
+    trains both arms of seed 2 with other train and data seeds, and compares the arms paired by seed."""
+    run, out = tiny_pipeline["run"], tiny_pipeline["grown"].stdout
+    assert "phase meta: complete, skipped" in out and "phase baseline: complete, skipped" in out
+    assert "seed 2 of 2" in out and "(train.seed 8, data.seed 1235)" in out
+    seed = run / "seeds" / "seed1"
+    assert (seed / "tokenizer").is_symlink() and (seed / "shards").resolve() == (run / "shards").resolve()
+    for phase in ("meta", "xlingual", "baseline"):
+        assert (
+            json.loads((seed / phase / "DONE.json").read_text())["step"]
+            == tiny_pipeline["done"][phase]["step"]
+        )
+        assert (seed / phase / "eval" / "report.json").exists() or phase == "meta"
+    w0, _ = load_weights(run / "meta")
+    w1, _ = load_weights(seed / "meta")
+    assert state_dict_digest(w0) != state_dict_digest(w1)  # another init and data order
+    comparison = json.loads((run / "comparison" / "comparison.json").read_text())
+    assert comparison["n_seeds"] == 2
+    for key, m in comparison["metrics"].items():
+        assert len(m["meta"]["values"]) == len(m["baseline"]["values"]) == 2, key
+        assert m["diff_interval"] is not None and m["diff_interval"][0] <= m["diff"] <= m["diff_interval"][1]
+    assert "comparison.md (2 seeds per arm)" in out
+    rerun = megameta("pipeline", "--config", str(tiny_pipeline["config"]), "--with-baseline", "--seeds", "2")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "[train]" not in rerun.stdout and rerun.stdout.count("exists, skipped") == 4  # 2 seeds x 2 arms
 
 
 def test_handoff_starts_from_exactly_phase1_final_weights(tiny_pipeline):

@@ -1,8 +1,8 @@
-"""Compare meta-pretrained runs with the single-phase baseline, metric by metric.
+"""Compare meta-pretrained runs with the single-phase baseline, metric by metric, paired by seed.
 
-`compare_reports` takes one evaluation report per pretraining seed and arm, compares the arms on
-every `key_metrics` entry both have (perplexity left out: it is exp of the MLM loss), and writes
-``comparison.json``, ``comparison.md`` and ``comparison.png``.
+`compare_reports` takes one evaluation report per pretraining seed and arm (the i-th report of each arm
+comes from the same seed), compares the arms on every `key_metrics` entry both have (perplexity left
+out: it is exp of the MLM loss), and writes ``comparison.json``, ``comparison.md`` and ``comparison.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from matplotlib.figure import Figure
 from megameta.errors import InputError
 from megameta.evaluate.classify import mean_std
 from megameta.evaluate.report import RETRIEVAL_KEYS, key_metrics, save_figure
+
+#: Confidence level of the paired interval.
+LEVEL = 0.95
 
 
 def _describe(key: str, report: dict) -> tuple[bool, str]:
@@ -35,29 +38,56 @@ def _describe(key: str, report: dict) -> tuple[bool, str]:
     return True, f"retrieval accuracy, {pairs[key]}"
 
 
-def _verdict(diff: float, se: float | None, higher_better: bool, names: tuple[str, str]) -> str:
-    if se is None:
-        return "one run on a side: no spread estimate, not conclusive"
-    if se == 0.0:
-        return "identical" if diff == 0.0 else "no spread across seeds: not conclusive"
-    if abs(diff) <= 2 * se:
-        return "within noise (|diff| <= 2 SE)"
-    better = names[0] if (diff > 0) == higher_better else names[1]
-    return f"{better} better (|diff| > 2 SE)"
+def paired_interval(
+    a: list[float], b: list[float], level: float = LEVEL
+) -> tuple[float, float, float] | None:
+    """Mean of the per-seed differences ``a[i] - b[i]`` and its ``level`` interval (Student t, n - 1
+    degrees of freedom): ``(mean, low, high)``; None with fewer than 2 pairs (no spread estimate)."""
+    if len(a) != len(b):
+        raise InputError(
+            f"paired comparison needs one value per seed on each side, got {len(a)} and {len(b)}"
+        )
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    mean = float(d.mean()) if d.size else 0.0
+    if d.size < 2:
+        return None
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
+def verdict(interval: tuple[float, float, float] | None, higher_better: bool, names: tuple[str, str]) -> str:
+    """Name a better arm only when the paired interval excludes zero."""
+    if interval is None:
+        return "one seed: no interval, not conclusive"
+    mean, low, high = interval
+    if low == high == 0.0:
+        return "identical"
+    if low <= 0.0 <= high:
+        return f"not conclusive ({LEVEL:.0%} interval includes 0)"
+    better = names[0] if (mean > 0) == higher_better else names[1]
+    return f"{better} better ({LEVEL:.0%} interval excludes 0)"
 
 
 def compare_reports(reports: dict[str, list[dict]], out_dir: str) -> dict:
-    """Compare two groups of reports (one per pretraining seed), e.g. ``{"meta": [...], "baseline": [...]}``.
+    """Compare two arms' reports, one per pretraining seed in the same seed order, e.g.
+    ``{"meta": [...], "baseline": [...]}``.
 
-    The difference is first group minus second, with "meta" first when both "meta" and "baseline"
-    are keys. Per metric: values, mean and std (ddof=1) per group, the difference of means and its
-    standard error ``sqrt(s_a^2/n_a + s_b^2/n_b)``, and a verdict that calls a difference only when it
-    exceeds 2 SE (a rough screen, not a formal test; with 2-3 seeds it is weak evidence either way).
-    Writes comparison.json, comparison.md and comparison.png; returns the comparison dict.
+    The difference is first arm minus second, with "meta" first when both "meta" and "baseline" are keys.
+    Per metric: each arm's values, mean and std (ddof=1), and the per-seed paired differences with their
+    mean and 95% Student-t interval. The verdict names a better arm only when that interval excludes zero;
+    with one seed there is no interval and nothing is concluded. Writes comparison.json, comparison.md
+    and comparison.png; returns the comparison dict.
     """
     if len(reports) != 2 or not all(reports.values()):
         raise InputError(f"compare_reports needs two non-empty groups, got {list(reports)}")
     names = ("meta", "baseline") if set(reports) == {"meta", "baseline"} else tuple(reports)
+    if len(reports[names[0]]) != len(reports[names[1]]):
+        raise InputError(
+            f"compare_reports pairs the arms by seed: {names[0]} has {len(reports[names[0]])} reports, "
+            f"{names[1]} {len(reports[names[1]])}"
+        )
     per_group = {g: [key_metrics(r) for r in reports[g]] for g in names}
     # Perplexity is exp(loss): comparing both would count one difference twice.
     keys = [
@@ -73,15 +103,17 @@ def compare_reports(reports: dict[str, list[dict]], out_dir: str) -> dict:
             vals = [m[key] for m in per_group[g]]
             mean, std = mean_std(vals)
             entry[g] = {"values": vals, "mean": mean, "std": std, "n": len(vals)}
-        a, b = entry[names[0]], entry[names[1]]
-        se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"]) if min(a["n"], b["n"]) > 1 else None
-        entry["diff"] = a["mean"] - b["mean"]
-        entry["diff_se"] = se
-        entry["verdict"] = _verdict(entry["diff"], se, higher, names)
+        a, b = entry[names[0]]["values"], entry[names[1]]["values"]
+        interval = paired_interval(a, b)
+        entry["diffs"] = [x - y for x, y in zip(a, b, strict=True)]
+        entry["diff"] = float(np.mean(entry["diffs"]))
+        entry["diff_interval"] = None if interval is None else [interval[1], interval[2]]
+        entry["verdict"] = verdict(interval, higher, names)
         metrics[key] = entry
     comparison = {
         "groups": list(names),
-        "n_runs": {g: len(reports[g]) for g in names},
+        "n_seeds": len(reports[names[0]]),
+        "level": LEVEL,
         "metrics": metrics,
         "summary": _summarize(metrics, names),
     }
@@ -112,21 +144,22 @@ def _summarize(metrics: dict, names: tuple[str, str]) -> dict[str, list[str]]:
 def render_comparison_md(comparison: dict) -> str:
     """Side-by-side Markdown table and a plain-worded summary of a comparison dict."""
     a, b = comparison["groups"]
-    n = comparison["n_runs"]
+    n, level = comparison["n_seeds"], f"{comparison['level']:.0%}"
     lines = [
         f"# {a} vs {b}",
         "",
-        f"Runs: {a} {n[a]}, {b} {n[b]} (one report per pretraining seed). Values are mean ± std over "
-        f"runs; diff = {a} − {b} ± its standard error. A difference is called only beyond 2 SE.",
+        f"Seeds: {n} per arm, paired (both arms of a seed share its data order, masking and init seed). "
+        f"Values are mean ± std over seeds; diff = {a} − {b}, the mean of the per-seed differences, with its "
+        f"{level} Student-t interval. A better arm is named only when the interval excludes 0.",
         "",
-        f"| metric | {a} | {b} | diff ({a} − {b}) | verdict |",
-        "|---|---:|---:|---:|---|",
+        f"| metric | {a} | {b} | diff ({a} − {b}) | {level} interval | verdict |",
+        "|---|---:|---:|---:|:---:|---|",
     ]
     for m in comparison["metrics"].values():
-        se = "" if m["diff_se"] is None else f" ± {m['diff_se']:.3f}"
+        ci = "—" if m["diff_interval"] is None else "[{:+.3f}, {:+.3f}]".format(*m["diff_interval"])
         lines.append(
             f"| {m['description']} | {m[a]['mean']:.3f} ± {m[a]['std']:.3f} | "
-            f"{m[b]['mean']:.3f} ± {m[b]['std']:.3f} | {m['diff']:+.3f}{se} | {m['verdict']} |"
+            f"{m[b]['mean']:.3f} ± {m[b]['std']:.3f} | {m['diff']:+.3f} | {ci} | {m['verdict']} |"
         )
     s = comparison["summary"]
 
@@ -140,19 +173,17 @@ def render_comparison_md(comparison: dict) -> str:
         "The claim under test: meta-pretraining on English before cross-lingual pretraining improves "
         "cross-lingual transfer (zero-shot topic accuracy, cross-lingual retrieval).",
         "",
-        f"- {a} better beyond 2 SE on: {listed(s[f'{a}_better'])}",
-        f"- {b} better beyond 2 SE on: {listed(s[f'{b}_better'])}",
+        f"- {a} better ({level} interval excludes 0) on: {listed(s[f'{a}_better'])}",
+        f"- {b} better ({level} interval excludes 0) on: {listed(s[f'{b}_better'])}",
         f"- no conclusion on: {listed(s['not_conclusive'])}",
         "",
     ]
-    if min(n.values()) < 2:
-        lines.append(
-            "With a single run on a side there is no estimate of seed variance: nothing here is conclusive."
-        )
+    if n < 2:
+        lines.append("With one seed there is no estimate of seed variance: nothing here is conclusive.")
     elif s[f"{a}_better"] and not s[f"{b}_better"]:
         lines.append(
-            f"The cross-lingual metrics listed first favour {a}; with {min(n.values())}-{max(n.values())} "
-            "runs per side this is consistent with the claim at this scale, not proof of it."
+            f"The cross-lingual metrics that differ favour {a}: with {n} seeds this is consistent with the "
+            "claim at this scale, not proof of it."
         )
     elif s[f"{b}_better"] and not s[f"{a}_better"]:
         lines.append(
@@ -167,26 +198,32 @@ def render_comparison_md(comparison: dict) -> str:
 
 
 def _plot_comparison(comparison: dict, path: str) -> None:
+    """Every seed's value per arm (dots; a seed's two arms joined by a thin line) and each arm's mean
+    (a bar), metric by metric: accuracies on the left, held-out MLM losses on the right."""
     groups, metrics = comparison["groups"], comparison["metrics"]
     acc = [k for k, m in metrics.items() if m["higher_is_better"]]
     loss = [k for k, m in metrics.items() if not m["higher_is_better"]]
     fig = Figure(figsize=(max(6.0, 0.9 * len(acc) + 0.6 * len(loss) + 3), 4))
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(len(acc), 1), max(len(loss), 1)]})
     width = 0.8 / len(groups)
+    colors = ("tab:blue", "tab:orange")
     for ax, keys, ylabel in ((axes[0], acc, "accuracy"), (axes[1], loss, "MLM loss (lower is better)")):
+        offsets = [(i - (len(groups) - 1) / 2) * width for i in range(len(groups))]
+        for j, key in enumerate(keys):
+            seeds = [metrics[key][g]["values"] for g in groups]
+            for pair in zip(*seeds, strict=True):
+                ax.plot([j + o for o in offsets], pair, color="0.6", linewidth=0.7, zorder=2)
         for i, g in enumerate(groups):
-            xs = np.arange(len(keys)) + (i - (len(groups) - 1) / 2) * width
-            ax.bar(
-                xs,
-                [metrics[k][g]["mean"] for k in keys],
-                width,
-                yerr=[metrics[k][g]["std"] for k in keys],
-                capsize=3,
-                label=g,
-            )
+            xs = np.arange(len(keys)) + offsets[i]
+            ax.bar(xs, [metrics[k][g]["mean"] for k in keys], width, color=colors[i], alpha=0.35, label=g)
+            for x, key in zip(xs, keys, strict=True):
+                vals = metrics[key][g]["values"]
+                ax.scatter(
+                    [x] * len(vals), vals, s=14, color=colors[i], edgecolor="black", linewidth=0.4, zorder=3
+                )
         ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right")
         ax.set_ylabel(ylabel)
-    axes[0].set_title("classification / retrieval")
+    axes[0].set_title(f"classification / retrieval ({comparison['n_seeds']} seeds)")
     axes[1].set_title("held-out MLM loss")
     axes[0].legend()
     save_figure(fig, path)

@@ -205,24 +205,63 @@ def test_key_metrics_names_and_the_key_numbers_line():
     assert key_metrics({"results": {}}) == {} and format_key_metrics({}) == "(see report)"
 
 
-def test_compare_reports_table_and_differences(tmp_path):
-    meta = [_fake_report(0.8, 0.60, 0.5, 3.0), _fake_report(0.8, 0.62, 0.52, 3.1)]
-    base = [_fake_report(0.8, 0.40, 0.51, 3.0), _fake_report(0.8, 0.42, 0.5, 3.1)]
+def test_compare_reports_pairs_seeds_and_names_a_winner_only_outside_the_interval(tmp_path):
+    # Three seeds: fr clearly better for meta in every seed, cross-script overlapping, en identical.
+    meta = [
+        _fake_report(0.8, 0.60, 0.50, 3.0),
+        _fake_report(0.8, 0.62, 0.52, 3.1),
+        _fake_report(0.8, 0.61, 0.49, 3.2),
+    ]
+    base = [
+        _fake_report(0.8, 0.40, 0.51, 3.0),
+        _fake_report(0.8, 0.41, 0.50, 3.1),
+        _fake_report(0.8, 0.42, 0.50, 3.2),
+    ]
     cmp = compare_reports({"baseline": base, "meta": meta}, str(tmp_path))
-    assert cmp["groups"] == ["meta", "baseline"]
+    assert cmp["groups"] == ["meta", "baseline"] and cmp["n_seeds"] == 3
     fr = cmp["metrics"]["acc[fr]"]
-    assert fr["diff"] == pytest.approx(0.2) and fr["verdict"].startswith("meta better")
-    assert cmp["metrics"]["cross-script"]["verdict"].startswith("within noise")
+    # paired differences 0.20, 0.21, 0.19: sd 0.01, t(0.975, 2) = 4.303 -> half-width 0.0248
+    assert fr["diffs"] == pytest.approx([0.2, 0.21, 0.19]) and fr["diff"] == pytest.approx(0.2)
+    assert fr["diff_interval"] == pytest.approx([0.2 - 0.02484, 0.2 + 0.02484], abs=1e-4)
+    assert fr["verdict"] == "meta better (95% interval excludes 0)"
+    assert cmp["metrics"]["cross-script"]["verdict"] == "not conclusive (95% interval includes 0)"
     assert cmp["metrics"]["acc[en]"]["verdict"] == "identical"
+    assert cmp["metrics"]["mlm_loss[en]"]["verdict"] == "identical"  # paired: seed-to-seed spread cancels
     assert "same-script" not in cmp["metrics"]  # absent (None) in the reports
     assert "ppl[en]" not in cmp["metrics"] and not cmp["metrics"]["mlm_loss[en]"]["higher_is_better"]
     assert cmp["summary"]["meta_better"] == ["acc[fr]"]
     md = (tmp_path / "comparison.md").read_text()
-    assert "| topic accuracy fr (zero-shot transfer) | 0.610" in md and "+0.200" in md
+    assert (
+        "| topic accuracy fr (zero-shot transfer) | 0.610 ± 0.010 | 0.410 ± 0.010 | +0.200 | [+0.175, +0.225] |"
+        in md
+    )
     assert (tmp_path / "comparison.png").stat().st_size > 0
     single = compare_reports({"meta": meta[:1], "baseline": base[:1]}, str(tmp_path / "one"))
-    assert single["summary"]["meta_better"] == []
-    assert "not conclusive" in (tmp_path / "one" / "comparison.md").read_text()
+    assert single["summary"]["meta_better"] == [] and single["metrics"]["acc[fr]"]["diff_interval"] is None
+    assert "nothing here is conclusive" in (tmp_path / "one" / "comparison.md").read_text()
+    with pytest.raises(InputError, match="pairs the arms by seed"):
+        compare_reports({"meta": meta, "baseline": base[:2]}, str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "higher_better", "expected"),
+    [
+        ([0.6, 0.7, 0.65, 0.62], [0.5, 0.58, 0.56, 0.5], True, "meta better"),  # clear win
+        ([0.6, 0.7, 0.65, 0.62], [0.5, 0.58, 0.56, 0.5], False, "baseline better"),  # same numbers, a loss
+        ([3.1, 3.0, 3.2], [3.3, 3.25, 3.4], True, "baseline better"),  # clear loss
+        ([0.6, 0.5, 0.55], [0.5, 0.6, 0.56], True, "not conclusive"),  # overlap: differences change sign
+        ([0.60, 0.61], [0.50, 0.40], True, "not conclusive"),  # all positive, but 2 seeds spread too much
+        ([0.6], [0.5], True, "one seed"),
+    ],
+)
+def test_verdict_on_known_answers(a, b, higher_better, expected):
+    from megameta.evaluate.compare import paired_interval, verdict
+
+    interval = paired_interval(a, b)
+    assert verdict(interval, higher_better, ("meta", "baseline")).startswith(expected)
+    if interval is not None:
+        mean, low, high = interval
+        assert low < mean < high and mean == pytest.approx(np.mean(np.subtract(a, b)))
 
 
 @pytest.mark.parametrize(
