@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -210,21 +211,42 @@ def start_train(
     )
 
 
-def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: bool) -> None:
+def kill_when(proc: subprocess.Popen, run: Path, step: int, sig: int, group: bool) -> list[int]:
+    """Send ``sig`` once the train log reaches ``step``: to the launcher's process group (``group``: the
+    launcher itself and what shares its group) or to the rank processes only. Returns the ranks' pids."""
     log = run / "meta" / "train_log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if log.exists() and any(
             json.loads(line)["step"] >= step for line in log.read_text().splitlines() if line.strip()
         ):
+            ranks = rank_pids(proc.pid)
             if group:
                 os.killpg(proc.pid, sig)
             else:  # the rank processes only, as SLURM's `srun --signal` / `scancel --signal` deliver it
-                for pid in rank_pids(proc.pid):
+                for pid in ranks:
                     os.kill(pid, sig)
-            return
+            return ranks
         time.sleep(0.05)
     raise AssertionError(f"run never reached step {step}")
+
+
+def assert_gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Every process in ``pids`` has exited within ``timeout`` seconds (zombies count as exited)."""
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(map(alive, pids)):
+        time.sleep(0.1)
+    left = [p for p in pids if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # leave nothing running into the next test
+    assert not left, f"ranks {left} outlived their killed launcher"
 
 
 def shm_segments() -> set[str]:

@@ -9,11 +9,13 @@ import torch.distributed as dist
 
 from megameta.config import RunConfig
 from megameta.train.trainer import Trainer
+from megameta.train.watchdog import die_with_launcher
 
 
 def train_phase(cfg: RunConfig, phase_name: str) -> int:
     """Train phase ``phase_name`` of ``cfg``; returns the process exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    die_with_launcher()
     code = Trainer(cfg, phase_name).run()
     sys.stdout.flush()
     if dist.is_initialized():

@@ -58,6 +58,39 @@ def is_collective_failure(error: BaseException) -> bool:
     )
 
 
+#: Parents whose death leaves ranks running: torchrun's agent and DeepSpeed's per-node ``launch.py`` start
+#: ranks in sessions of their own (torchrun) or never signal them when killed themselves. SLURM's
+#: ``slurmstepd`` and Open MPI's daemons clean up their own ranks.
+LAUNCHER_MARKERS = (b"torch.distributed.run", b"torchrun", b"deepspeed.launcher.launch")
+
+
+def die_with_launcher() -> bool:
+    """Have the kernel SIGKILL this rank when its launcher dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Without it a launcher killed by ``kill -9``, the OOM killer or a lost node agent leaves its ranks
+    training as orphans, still writing checkpoints into the run dir while the requeued job starts
+    there. Only under the launchers named in :data:`LAUNCHER_MARKERS`; returns whether it is armed.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if not any(marker in cmdline for marker in LAUNCHER_MARKERS):
+        return False
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os._exit(1)
+    return True
+
+
 def heartbeat_dir(configured: str, phase_dir: Path) -> Path:
     """Where this run's heartbeat files go: ``train.heartbeat_dir`` when set (e.g. a shared path, so
     that every rank's report can read every rank), else a node-local temporary dir keyed by the phase

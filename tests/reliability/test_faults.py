@@ -13,6 +13,7 @@ import time
 import pytest
 from helpers import (
     REPO,
+    assert_gone,
     cli_env,
     final_digest,
     kill_when,
@@ -73,8 +74,9 @@ def test_kill9_resumes_to_identical_weights(prepared, tmp_path, reference, fault
     shm_before = shm_segments()
     if fault == "all-ranks":
         proc = start_train(cfg, 2, "phases[0].steps=8")
-        kill_when(proc, run, random.Random(os.getpid()).randint(2, 6), signal.SIGKILL, group=True)
+        ranks = kill_when(proc, run, random.Random(os.getpid()).randint(2, 6), signal.SIGKILL, group=True)
         proc.wait(timeout=60)
+        assert_gone(ranks)  # no orphan rank trains on into the resumed run
     else:
         proc = run_with_fault(cfg, fault, "phases[0].steps=8")
         assert proc.returncode != 0
@@ -192,8 +194,9 @@ def test_every_sample_seen_once_across_restarts_on_3_ranks(prepared, tmp_path):
     overrides = (f"phases[0].steps={steps}",)
     for kill_at in (4, 9):
         proc = start_train(cfg, 3, *overrides)
-        kill_when(proc, run, kill_at, signal.SIGKILL, group=True)
+        ranks = kill_when(proc, run, kill_at, signal.SIGKILL, group=True)
         proc.wait(timeout=60)
+        assert_gone(ranks)
     train(cfg, 3, *overrides)
     rows = [
         json.loads(line)
