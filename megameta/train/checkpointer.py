@@ -25,7 +25,7 @@ from megameta.config import InitFrom
 from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import write_atomic
 from megameta.layout import PhaseLayout
-from megameta.train.reshard import zero3_group_pairing
+from megameta.train.reshard import replay_cpu_adam_steps, zero3_group_pairing
 
 
 def check_data_stream(saved: dict | None, current: dict, where: Path) -> None:
@@ -113,6 +113,7 @@ class Checkpointer:
             _, client = engine.load_checkpoint(str(self.root), tag=self.load_tag, load_module_strict=True)
         if client is None:
             raise InputError(f"{self.root / self.load_tag}: DeepSpeed could not load this checkpoint")
+        replay_cpu_adam_steps(engine)
         state = client["megameta"]
         rng_file = self.root / self.load_tag / f"rng_rank{self.rank}.pt"
         restored = state["world_size"] == self.world and rng_file.exists()

@@ -1,5 +1,6 @@
-"""Loading a ZeRO checkpoint on another world size: the one fix DeepSpeed 0.19's ZeRO-3 path needs.
+"""Loading a ZeRO checkpoint exactly: the two fixes DeepSpeed 0.19 needs.
 
+**Another world size.**
 ZeRO 1-3 partition the optimizer state by rank, so :class:`~megameta.train.checkpointer.Checkpointer`
 re-shards through DeepSpeed's universal checkpoint (``ds_to_universal``: one fp32 master, ``exp_avg`` and
 ``exp_avg_sq`` file per parameter), which every stage then loads for its own world size. ZeRO-1/2 pair
@@ -10,6 +11,12 @@ gets weight decay after the resume. It also hands every sub-group the *same* Ada
 each optimizer step then advances the step count once per sub-group (bias correction drifts from the
 first step after the resume). :func:`zero3_group_pairing` restores each group's own saved hyperparameters
 and gives each sub-group its own step counter right after that loader runs, for one load only.
+
+**CPU Adam (ZeRO offload).** DeepSpeed's C++ CPU Adam keeps the bias-correction powers beta^t as running
+float products, one multiplication per step (``IncrementStep`` in ``csrc/includes/cpu_adam.h``). A fresh
+optimizer resumed at step s computes ``pow(beta, s + 1)`` instead, which differs in the last bits, and the
+resumed run drifts from the uninterrupted one from its first step on. :func:`replay_cpu_adam_steps`
+rebuilds the same running product after a load.
 """
 
 from __future__ import annotations
@@ -54,3 +61,27 @@ def zero3_group_pairing(engine) -> Iterator[None]:
         yield
     finally:
         del opt.load_hp_checkpoint_state_from_checkpoint_dir_stage3
+
+
+def replay_cpu_adam_steps(engine) -> int:
+    """Replay DeepSpeed CPU Adam's bias-correction product up to the loaded step (a no-op for other
+    optimizers); returns the step replayed to.
+
+    Steps 1..s go through ``adam_update`` on a one-element scratch tensor with lr 0 and no weight decay,
+    which touches nothing but the C++ optimizer's beta^t products: a few microseconds a step.
+    """
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    opt = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    if not isinstance(opt, DeepSpeedCPUAdam):
+        return 0
+    steps = [int(state["step"]) for state in opt.state.values() if "step" in state]
+    if not steps:
+        return 0
+    group = opt.param_groups[0]
+    beta1, beta2 = group["betas"]
+    scratch = [torch.zeros(1) for _ in range(4)]  # param, grad, exp_avg, exp_avg_sq
+    for t in range(1, max(steps) + 1):
+        opt.ds_opt_adam.adam_update(opt.opt_id, t, 0.0, beta1, beta2, group["eps"], 0.0, group["bias_correction"],
+                                    *scratch)  # fmt: skip
+    return max(steps)

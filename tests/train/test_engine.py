@@ -9,6 +9,7 @@ import signal
 import pytest
 from helpers import (
     NO_DROPOUT,
+    assert_gone,
     final_digest,
     kill_when,
     log_rows,
@@ -59,8 +60,9 @@ def test_kill9_then_resume_is_bit_exact(prepared, tmp_path, stage, precision):
     # At least two steps before the end: a kill after the last logged step can land after DONE.json.
     kill_step = random.Random(stage).randint(3, 4)
     proc = start_train(cfg, 2)
-    kill_when(proc, run, kill_step, signal.SIGKILL, group=True)
+    ranks = kill_when(proc, run, kill_step, signal.SIGKILL, group=True)
     proc.wait(timeout=60)
+    assert_gone(ranks)  # torchrun starts ranks in sessions of their own: they die with it (PDEATHSIG)
     assert not (run / "meta" / "DONE.json").exists()
     resumed = train(cfg, 2)
     assert "[train] resumed meta from step_" in resumed.stdout
