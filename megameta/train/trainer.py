@@ -9,6 +9,7 @@ and resuming belong to the :class:`~megameta.train.checkpointer.Checkpointer`, l
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import torch
@@ -202,27 +203,28 @@ class Trainer:
         self.batches = self._batches()
         self.log.start_window()
         self.heartbeat.start_watchdog()
-        while self.step < self.total_steps:
-            stats = self._guarded_step()
-            if self.guard.end_step(self.step + 1, self.samples_seen, self.global_batch):
-                self._rollback()
-                continue
-            self.step += 1
-            self.samples_seen = self.guard.position(self.samples_seen + self.global_batch)
-            self.tokens_seen += stats["window"].tokens
-            window.merge(stats["window"])
-            self._after_step(window)
-            if stats["stop"]:
-                self._print(
-                    f"[train] signal {self._signal or 'on another rank'}: saving checkpoint at step {self.step} and exiting for requeue"
-                )
-                self.batches.close()
-                self.save()
-                self.log.close()
-                return EXIT_REQUEUE
-            if self.step % self.cfg.train.save_every == 0 and self.step < self.total_steps:
-                self.save()
-        return self._finish()
+        with self._collectives_reported():
+            while self.step < self.total_steps:
+                stats = self._step()
+                if self.guard.end_step(self.step + 1, self.samples_seen, self.global_batch):
+                    self._rollback()
+                    continue
+                self.step += 1
+                self.samples_seen = self.guard.position(self.samples_seen + self.global_batch)
+                self.tokens_seen += stats["window"].tokens
+                window.merge(stats["window"])
+                self._after_step(window)
+                if stats["stop"]:
+                    self._print(
+                        f"[train] signal {self._signal or 'on another rank'}: saving checkpoint at step {self.step} and exiting for requeue"
+                    )
+                    self.batches.close()
+                    self.save()
+                    self.log.close()
+                    return EXIT_REQUEUE
+                if self.step % self.cfg.train.save_every == 0 and self.step < self.total_steps:
+                    self.save()
+            return self._finish()
 
     def _batches(self):
         """This rank's micro-batches from the resumed data position on, built ``train.prefetch`` ahead."""
@@ -244,18 +246,25 @@ class Trainer:
         self.log.truncate_after(self.step)
         self._print(f"[guard] rolled back to {tag} (step {self.step})")
 
-    def _guarded_step(self) -> dict:
-        """``train_step`` with failures of the process group reported as such (naming the stuck rank);
-        any other exception (out of memory, a shape bug) propagates with its own traceback."""
+    def _step(self) -> dict:
+        """``train_step`` between the heartbeats that tell the watchdog and the stuck-rank report where
+        this rank is."""
         self.heartbeat.enter_step(self.step + 1)
-        try:
-            stats = self.train_step()
-        except Exception as e:
-            if is_collective_failure(e):
-                raise MegaMetaError(self.heartbeat.failure_message(e)) from e
-            raise
+        stats = self.train_step()
         self.heartbeat.leave_step()
         return stats
+
+    @contextlib.contextmanager
+    def _collectives_reported(self):
+        """Failures of the process group in the block (a step, the log window's all-reduce, validation,
+        a save) are reported as such, naming the stuck rank; any other exception (out of memory, a shape
+        bug) propagates with its own traceback."""
+        try:
+            yield
+        except Exception as e:
+            if not isinstance(e, MegaMetaError) and is_collective_failure(e):
+                raise MegaMetaError(self.heartbeat.failure_message(e)) from e
+            raise
 
     def _after_step(self, window: metrics.StepWindow) -> None:
         train = self.cfg.train
