@@ -125,6 +125,8 @@ class TaskConfig:
             _check_files(pair, f"{path}.pairs[{i}]", allow_list=False)
             if len(pair) != 2:
                 raise ConfigError(f"{path}.pairs[{i}]: must name exactly 2 languages, got {list(pair)}")
+            if any(set(pair) == set(other) for other in self.pairs[:i]):
+                raise ConfigError(f"{path}.pairs[{i}]: languages {sorted(pair)} are paired earlier too")
         if not all(isinstance(v, str) and v for v in self.scripts.values()):
             raise ConfigError(f"{path}.scripts: must map languages to script names, got {self.scripts!r}")
 

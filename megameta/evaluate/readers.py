@@ -11,10 +11,10 @@ Labeled text (`read_labeled`), the layout told by the file:
 - a TSV file with a header row, recognised by its column names (`TSV_LAYOUTS`):
 
   - XNLI-1.0 ``xnli.dev.tsv`` / ``xnli.test.tsv``: ``language``, ``gold_label``, ``sentence1``,
-    ``sentence2`` among 18 columns; all 15 languages in one file, rows picked by ``language``.
+    ``sentence2`` among its 19 columns; all 15 languages in one file, rows picked by ``language``.
   - MultiNLI 1.0 ``multinli_1.0_train.txt`` (also ``_dev_matched.txt``): ``gold_label``,
-    ``sentence1``, ``sentence2`` among 15 columns; rows whose ``gold_label`` is ``-`` (annotators did
-    not agree) are skipped, as MultiNLI's own README says they should be.
+    ``sentence1``, ``sentence2`` among its 15 columns; rows whose ``gold_label`` is ``-`` (the
+    annotators reached no consensus: there is no gold label) are skipped, in XNLI files too.
   - XNLI-MT-1.0 ``multinli/multinli.train.<lang>.tsv``: ``premise``, ``hypo``, ``label``; its label
     ``contradictory`` is read as ``contradiction``, the XNLI spelling (as Hugging Face transformers'
     ``XnliProcessor`` does), so a model trained on it is tested on XNLI's labels.

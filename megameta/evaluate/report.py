@@ -162,11 +162,9 @@ def _md_retrieval(r: dict, title: str, default: bool) -> list[str]:
             "| a | b | a → b | b → a | items |",
             "|---|---|---:|---:|---:|",
         ]
-        for a, row in r["matrix"].items():
-            for b, acc in row.items():
-                if a < b or a not in r["matrix"].get(b, {}):
-                    back = r["matrix"].get(b, {}).get(a)
-                    lines.append(f"| {a} | {b} | {_fmt(acc)} | {_fmt(back)} | {r['items'][a][b]} |")
+        for a, b in r["pairs"]:
+            ab, ba = r["matrix"][a].get(b), r["matrix"][b].get(a)
+            lines.append(f"| {a} | {b} | {_fmt(ab)} | {_fmt(ba)} | {r['items'][a].get(b, 0)} |")
     lines += [
         "",
         f"- mean over pairs: {_fmt(r['mean'])} (chance {_fmt(r['chance'])})",

@@ -99,7 +99,8 @@ def evaluate_retrieval(
     A task's ``files`` are all aligned with each other: every ordered pair of its languages is
     scored. Each of its ``pairs`` is aligned only within itself (Tatoeba: each language has its own
     English file): each is scored both directions. Returns langs, scripts, layer, ``matrix[a][b]``
-    (accuracy retrieving b's items from a's), ``items[a][b]`` (how many items the pair shares),
+    (accuracy retrieving b's items from a's), ``pairs`` (the task's pairs, as
+    ``[a, b]``), ``items[a][b]`` (how many items the pair shares),
     ``chance`` (mean 1/n over pairs), and the means of `summarize_matrix`. Pairs sharing fewer than
     2 items are left out; line-aligned files of different lengths are an `InputError`.
     """
@@ -148,6 +149,7 @@ def evaluate_retrieval(
         "scripts": scripts,
         "layer": cfg.retrieval_layer,
         "mode": "files" if task.files else "pairs",
+        "pairs": [list(group) for group in task.pairs],
         "matrix": matrix,
         "items": shared,
         "chance": _mean(chance),
