@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from megameta.errors import ConfigError, InputError
-from megameta.evaluate.config import EvalConfig, TaskConfig
+from megameta.evaluate.config import DEFAULT_FIELDS, EvalConfig, TaskConfig
 from megameta.model.config import positions_usable
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -38,15 +38,21 @@ def check_task_files(cfg: EvalConfig, corpus_dir: str) -> None:
     """Raise `ConfigError` naming the field (``evaluate.tasks[1].test.fr: file not found: ...``) for
     the first file of a running task that does not exist, before any model time is spent.
 
-    A default task's files come from the flat fields; its message names the task and the language
-    (``evaluate.retrieval: files.xyz``), the file path says the rest.
+    A default task's files come from the flat fields, which the message names instead
+    (``evaluate.retrieval_langs: file not found: <corpus>/udhr/heldout/xyz.jsonl``).
     """
     for prefix, task in cfg.task_list():
-        where = prefix if prefix != "evaluate" else f"evaluate.{task.name}"
         for field_path, path in task.file_fields():
             full = resolve(corpus_dir, path)
-            if not os.path.isfile(full):
-                raise ConfigError(f"{where}.{field_path}: file not found: {full}")
+            if os.path.isfile(full):
+                continue
+            if cfg.tasks:
+                raise ConfigError(f"{prefix}.{field_path}: file not found: {full}")
+            name, _, lang = field_path.partition(".")
+            flat = DEFAULT_FIELDS[task.type][name]
+            raise ConfigError(
+                f"{prefix}.{flat}{'.' + lang if flat == 'mlm_files' else ''}: file not found: {full}"
+            )
 
 
 def default_task(cfg: EvalConfig, name: str) -> TaskConfig:

@@ -29,6 +29,12 @@ TASK_TYPES = ("mlm", "retrieval", "classification")
 DEFAULT_TASKS = {"mlm": "mlm", "retrieval": "retrieval", "classify": "classification"}
 #: The EvalConfig switch that turns each task type on or off.
 TYPE_SWITCH = {"mlm": "mlm", "retrieval": "retrieval", "classification": "classify"}
+#: Default task type -> {task field: the flat EvalConfig field it is built from}, for error messages.
+DEFAULT_FIELDS = {
+    "mlm": {"files": "mlm_files"},
+    "retrieval": {"files": "retrieval_langs", "scripts_file": "retrieval_langs"},
+    "classification": {"train": "classify_train_lang", "test": "classify_test_langs"},
+}
 #: Task names become metric keys (``xnli:acc[fr]``) and file names (``xnli.png``).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Fields of `TaskConfig` each type reads (besides name and type); any other field set is an error.

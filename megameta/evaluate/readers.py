@@ -27,8 +27,9 @@ Labeled text (`read_labeled`), the layout told by the file:
 
 Aligned text (`read_aligned`): ``.jsonl`` records keyed by an int ``article`` (the demo's UDHR
 layout; records of one article are joined with a newline), or any other file as one item a line,
-line i of one language aligned with line i of the other. Tatoeba as XTREME and LASER lay it out
-(``tatoeba.<xxx>-eng.<xxx>`` and ``tatoeba.<xxx>-eng.eng``, LASER's ``data/tatoeba/v1/``) is the latter.
+line i of one language aligned with line i of the other. Tatoeba is the latter, as LASER ships it
+(``data/tatoeba/v1/tatoeba.<xxx>-eng.<xxx>`` and ``tatoeba.<xxx>-eng.eng``, ISO 639-3 codes) and as
+XTREME's ``utils_preprocess.py`` copies it (``<xx>-en.<xx>`` and ``<xx>-en.en``): one sentence a line.
 """
 
 from __future__ import annotations

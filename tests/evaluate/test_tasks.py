@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from megameta.configtools import from_dict
 from megameta.errors import ConfigError, InputError
@@ -225,6 +227,25 @@ def test_missing_task_file_names_the_field_before_the_model_loads(tiny_model_dir
         == f"evaluate.tasks[1].test.fr: file not found: {tmp_path / 'XNLI-1.0' / 'xnli.dev.tsv'}"
     )
     assert not (tmp_path / "out").exists()
+    # The default tasks' files come from the flat fields, which the message names.
+    with pytest.raises(
+        ConfigError, match=r"^evaluate\.mlm_files\.en: file not found: .*wiki/en/test\.jsonl$"
+    ):
+        run_evaluation(tiny_model_dir, str(tmp_path), EvalConfig(), str(tmp_path / "out"), progress=False)
+    cfg = EvalConfig(mlm=False, retrieval_langs=["eng", "xyz"])
+    with pytest.raises(
+        ConfigError, match=r"^evaluate\.retrieval_langs: file not found: .*udhr/languages\.json$"
+    ):
+        run_evaluation(tiny_model_dir, str(tmp_path), cfg, str(tmp_path / "out"), progress=False)
+
+
+def test_the_docs_examples_load():
+    text = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    loaded = [from_dict(EvalConfig, yaml.safe_load(b)["evaluate"], "evaluate") for b in blocks]
+    assert [t.name for t in loaded[0].tasks] == ["xnli", "pawsx", "tatoeba", "heldout"]
+    assert loaded[1].tasks[0].labels == CANONICAL_LABELS  # the demo's labels, in index order
 
 
 # --- the demo defaults through the generic path ------------------------------------------------
