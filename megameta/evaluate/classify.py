@@ -121,10 +121,15 @@ def load_task_data(task: TaskConfig, corpus_dir: str) -> tuple[list[str], Exampl
     if len(labels) < 2:
         raise InputError(f"{resolve(corpus_dir, task.train)}: needs at least 2 labels, got {labels}")
     train = _examples(train_rows, labels, resolve(corpus_dir, task.train))
-    tests = {
-        lang: _examples(rows(path, lang), labels, resolve(corpus_dir, path))
-        for lang, path in task.test.items()
-    }
+    tests = {}
+    for lang, path in task.test.items():
+        tests[lang] = _examples(rows(path, lang), labels, resolve(corpus_dir, path))
+        if (tests[lang][1] is None) != (train[1] is None):
+            pair = ("sentence pairs", "single texts")
+            raise InputError(
+                f"{resolve(corpus_dir, path)}: holds {pair[tests[lang][1] is None]}, the training file "
+                f"{resolve(corpus_dir, task.train)} {pair[train[1] is None]}"
+            )
     return labels, train, tests
 
 

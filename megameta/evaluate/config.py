@@ -181,11 +181,11 @@ def _check_files(files: object, path: str, allow_list: bool) -> None:
 class EvalConfig:
     """What `megameta evaluate` measures and how. Paths are relative to the corpus dir."""
 
-    #: Run the held-out MLM loss / perplexity part.
+    #: Run the ``mlm`` tasks (by default: the held-out MLM loss / perplexity).
     mlm: bool = True
-    #: Run the cross-lingual UDHR article retrieval part.
+    #: Run the ``retrieval`` tasks (by default: cross-lingual UDHR article retrieval).
     retrieval: bool = True
-    #: Run the zero-shot cross-lingual topic classification part.
+    #: Run the ``classification`` tasks (by default: zero-shot cross-lingual topic classification).
     classify: bool = True
 
     #: Language -> held-out files for MLM loss (``.jsonl`` with a ``text`` field, or ``.txt`` with

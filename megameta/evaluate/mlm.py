@@ -122,7 +122,8 @@ def evaluate_mlm(
             if len(docs) >= cfg.mlm_max_docs:
                 break
         if not docs:
-            raise InputError(f"{task.name}: files.{lang}: no documents in {files}")
+            field = f"mlm_files.{lang}" if task.name == "mlm" else f"task {task.name!r}: files.{lang}"
+            raise InputError(f"{field}: no documents in {files}")
         doc_ids = tok(docs, add_special_tokens=False)["input_ids"]
         seqs = pack_sequences(doc_ids, max_len, tok.bos_token_id, tok.eos_token_id)
         ids, attn = pad_batch(seqs, tok.pad_token_id)

@@ -86,7 +86,7 @@ def run_evaluation(
         if kind == "mlm":
             _plot_mlm(results[name], path)
         elif kind == "retrieval" and results[name]["mode"] == "files":
-            _plot_retrieval(results[name], path)
+            _plot_retrieval(results[name], path, "UDHR article" if not metric_prefix(name, kind) else name)
     return report
 
 
@@ -217,7 +217,7 @@ def _plot_mlm(mlm: dict, path: str) -> None:
     save_figure(fig, path)
 
 
-def _plot_retrieval(ret: dict, path: str) -> None:
+def _plot_retrieval(ret: dict, path: str, what: str) -> None:
     langs = ret["langs"]
     mat = np.array([[np.nan if a == b else ret["matrix"][a].get(b, np.nan) for b in langs] for a in langs])
     size = max(4.0, 0.6 * len(langs) + 2)
@@ -228,7 +228,7 @@ def _plot_retrieval(ret: dict, path: str) -> None:
     ax.set_yticks(range(len(langs)), langs)
     ax.set_xlabel("target language")
     ax.set_ylabel("query language")
-    ax.set_title(f"UDHR article retrieval accuracy (chance {_fmt(ret['chance'], 2)})")
+    ax.set_title(f"{what} retrieval accuracy (chance {_fmt(ret['chance'], 2)})")
     if len(langs) <= 12:
         for i in range(len(langs)):
             for j in range(len(langs)):

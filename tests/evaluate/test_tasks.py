@@ -420,6 +420,14 @@ def test_user_task_bad_inputs(tiny_model_dir, task_files, tmp_path):
         run_evaluation(
             tiny_model_dir, str(root), user_config(classify=False), str(tmp_path / "o"), progress=False
         )
+    single = root / "single.jsonl"
+    single.write_text('{"text": "die Stadt", "label": "0"}\n{"text": "das Haus", "label": "1"}\n')
+    cfg = user_config(retrieval=False, mlm=False)
+    cfg.tasks[1].test = {"de": str(single)}  # absolute paths are used as given
+    with pytest.raises(
+        InputError, match=r"single\.jsonl: holds single texts, the training file .*train\.tsv sentence pairs"
+    ):
+        run_evaluation(tiny_model_dir, str(root), cfg, str(tmp_path / "o"), progress=False)
     test = root / "XNLI-1.0" / "xnli.test.tsv"
     test.write_text(test.read_text().replace("\tneutral\t", "\tmaybe\t", 1))
     with pytest.raises(InputError, match=r"xnli\.test\.tsv:\d+: label 'maybe' is not one of"):
