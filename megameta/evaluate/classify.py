@@ -1,7 +1,9 @@
-"""Zero-shot cross-lingual topic classification on the Wikipedia summaries.
+"""Zero-shot cross-lingual classification: train on one language's labeled text, test on every language.
 
-Train on ``wiki/<train_lang>/train.jsonl`` labeled examples, test on ``wiki/<lang>/test.jsonl`` for
-each test language; the train language is the in-language score, the others measure transfer.
+A classification task (`TaskConfig`) names a training file in ``train_lang`` and a test file per
+language; the train language is the in-language score, the others measure transfer. The default is
+the demo's topic task on the Wikipedia summaries (``wiki/<lang>/{train,test}.jsonl``, 8 labels).
+Sentence-pair tasks (XNLI, PAWS-X) are encoded as the tokenizer joins a pair (``<s> a </s></s> b </s>``).
 
 Two modes (``classify_mode``):
 
@@ -30,18 +32,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from megameta.data.demo.reader import load_labeled
+from megameta.errors import InputError
 from megameta.evaluate.common import (
     batches,
     check_model_dir,
+    default_task,
     embed_texts,
     encode_padded,
     fit_length,
     load_encoder,
     load_model_tokenizer,
     quiet_hf,
+    resolve,
 )
-from megameta.evaluate.config import CANONICAL_LABELS, EvalConfig
+from megameta.evaluate.config import EvalConfig, TaskConfig
+from megameta.evaluate.readers import LabeledRow, read_labeled, select_language
+
+#: (texts, second sentences or None, label indices) of one split of one language.
+Examples = tuple[list[str], list[str] | None, list[int]]
 
 
 def accuracy(pred: list[int] | np.ndarray, gold: list[int] | np.ndarray) -> float:
@@ -79,10 +87,50 @@ def balanced_sample(labels: list[int], max_n: int, seed: int) -> list[int]:
     return sorted(picked)
 
 
-def _texts_and_labels(corpus_dir: str, lang: str, split: str) -> tuple[list[str], list[int]]:
-    """(texts, label indices) of the labeled articles of one wiki split, in file order."""
-    pairs = load_labeled(corpus_dir, lang, split)
-    return [text for text, _ in pairs], [label for _, label in pairs]
+def _examples(rows: list[LabeledRow], labels: list[str], path: str) -> Examples:
+    """Rows as (texts, pairs or None, label indices); a label outside `labels` names file:line."""
+    index = {label: i for i, label in enumerate(labels)}
+    for r in rows:
+        if r.label not in index:
+            raise InputError(f"{path}:{r.line}: label {r.label!r} is not one of {labels}")
+    pairs = [r.pair or "" for r in rows] if any(r.pair is not None for r in rows) else None
+    return [r.text for r in rows], pairs, [index[r.label] for r in rows]
+
+
+def _take(data: Examples, idx: list[int]) -> Examples:
+    texts, pairs, ys = data
+    return [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx], [ys[i] for i in idx]
+
+
+def load_task_data(task: TaskConfig, corpus_dir: str) -> tuple[list[str], Examples, dict[str, Examples]]:
+    """(labels, training examples, test examples per language) of a classification task.
+
+    Labels are the task's, else the sorted labels of the training rows. A file shared by several
+    languages (XNLI's ``xnli.test.tsv``) is read once.
+    """
+    cache: dict[str, list[LabeledRow]] = {}
+
+    def rows(path: str, lang: str) -> list[LabeledRow]:
+        full = resolve(corpus_dir, path)
+        if full not in cache:
+            cache[full] = read_labeled(full)
+        return select_language(cache[full], lang, full)
+
+    train_rows = rows(task.train, task.train_lang)
+    labels = list(task.labels) or sorted({r.label for r in train_rows})
+    if len(labels) < 2:
+        raise InputError(f"{resolve(corpus_dir, task.train)}: needs at least 2 labels, got {labels}")
+    train = _examples(train_rows, labels, resolve(corpus_dir, task.train))
+    tests = {}
+    for lang, path in task.test.items():
+        tests[lang] = _examples(rows(path, lang), labels, resolve(corpus_dir, path))
+        if (tests[lang][1] is None) != (train[1] is None):
+            pair = ("sentence pairs", "single texts")
+            raise InputError(
+                f"{resolve(corpus_dir, path)}: holds {pair[tests[lang][1] is None]}, the training file "
+                f"{resolve(corpus_dir, task.train)} {pair[train[1] is None]}"
+            )
+    return labels, train, tests
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, max_iter: int = 200):
@@ -105,18 +153,19 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, max_
     return lambda feats: (((feats - mu) / sd) @ w + b).argmax(1)
 
 
-def _finetune_predict(model_dir, tok, train, tests, cfg: EvalConfig, seed: int, device, progress: bool):
-    """Fine-tune a sequence classifier on `train` = (texts, labels); predictions per test lang."""
+def _finetune_predict(
+    model_dir, tok, train: Examples, tests: dict[str, Examples], num_labels: int, cfg: EvalConfig, seed: int,
+    device, progress: bool,
+):  # fmt: skip
+    """Fine-tune a sequence classifier on `train`; predicted label indices per test language."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
     with quiet_hf():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=len(CANONICAL_LABELS)
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
     model.to(device).train()
     max_len = fit_length(model.config, cfg.classify_max_seq_len)
-    texts, ys = train
+    texts, pairs, ys = train
     steps = cfg.classify_epochs * -(-len(texts) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.classify_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
@@ -126,7 +175,8 @@ def _finetune_predict(model_dir, tok, train, tests, cfg: EvalConfig, seed: int, 
         order = torch.randperm(len(texts), generator=gen).tolist()
         for sl in batches(len(order), cfg.batch_size):
             idx = order[sl]
-            enc = encode_padded(tok, [texts[i] for i in idx], max_len).to(device)
+            batch_pairs = None if pairs is None else [pairs[i] for i in idx]
+            enc = encode_padded(tok, [texts[i] for i in idx], max_len, batch_pairs).to(device)
             out = model(**enc, labels=torch.tensor([ys[i] for i in idx], device=device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -138,38 +188,48 @@ def _finetune_predict(model_dir, tok, train, tests, cfg: EvalConfig, seed: int, 
     model.eval()
     preds = {}
     with torch.no_grad():
-        for lang, (test_texts, _) in tests.items():
+        for lang, (test_texts, test_pairs, _) in tests.items():
             out = []
             for sl in batches(len(test_texts), cfg.batch_size):
-                enc = encode_padded(tok, test_texts[sl], max_len).to(device)
+                batch_pairs = None if test_pairs is None else test_pairs[sl]
+                enc = encode_padded(tok, test_texts[sl], max_len, batch_pairs).to(device)
                 out.append(model(**enc).logits.argmax(1).cpu())
             preds[lang] = torch.cat(out).tolist()
     return preds
 
 
 def evaluate_classification(
-    model_dir: str, corpus_dir: str, cfg: EvalConfig, device, progress: bool = True
+    model_dir: str,
+    corpus_dir: str,
+    cfg: EvalConfig,
+    device,
+    progress: bool = True,
+    task: TaskConfig | None = None,
 ) -> dict[str, object]:
-    """Per test language: accuracy mean/std over seeds, per-seed accuracies, majority baseline, size."""
+    """Per test language: accuracy mean/std over seeds, per-seed accuracies, majority baseline, size.
+
+    `task` defaults to the demo's topic task. Returns mode, train_lang, labels, pair (sentence-pair
+    input), seeds, n_train (per seed), n_train_available, langs (per test language).
+    """
     check_model_dir(model_dir)
-    labels = CANONICAL_LABELS
-    all_texts, all_ys = _texts_and_labels(corpus_dir, cfg.classify_train_lang, "train")
+    task = task or default_task(cfg, "classify")
+    labels, train, raw_tests = load_task_data(task, corpus_dir)
+    all_texts, all_pairs, all_ys = train
     samples = {s: balanced_sample(all_ys, cfg.classify_max_train, s) for s in cfg.classify_seeds}
-    tests: dict[str, tuple[list[str], list[int]]] = {}
-    for lang in cfg.classify_test_langs:
-        texts, ys = _texts_and_labels(corpus_dir, lang, "test")
-        if len(ys) > cfg.classify_max_test:
+    tests: dict[str, Examples] = {}
+    for lang, data in raw_tests.items():
+        if len(data[2]) > cfg.classify_max_test:
             keep = sorted(
-                np.random.default_rng(cfg.seed).choice(len(ys), cfg.classify_max_test, replace=False)
+                np.random.default_rng(cfg.seed).choice(len(data[2]), cfg.classify_max_test, replace=False)
             )
-            texts, ys = [texts[i] for i in keep], [ys[i] for i in keep]
-        tests[lang] = (texts, ys)
+            data = _take(data, keep)
+        tests[lang] = data
     tok = load_model_tokenizer(model_dir)
     preds: dict[int, dict[str, list[int]]] = {}
     if cfg.classify_mode == "probe":
         encoder = load_encoder(model_dir, device)
 
-        def embed(texts: list[str]) -> torch.Tensor:
+        def embed(texts: list[str], pairs: list[str] | None) -> torch.Tensor:
             return embed_texts(
                 encoder,
                 tok,
@@ -178,12 +238,13 @@ def evaluate_classification(
                 max_len=cfg.classify_max_seq_len,
                 batch_size=cfg.batch_size,
                 device=device,
+                pairs=pairs,
             )
 
         used = sorted(set().union(*samples.values()))
-        train_feats = dict(zip(used, embed([all_texts[i] for i in used]), strict=True))
-        test_feats = {lang: embed(texts) for lang, (texts, _) in tests.items()}
-        for seed in tqdm(cfg.classify_seeds, desc="probe", disable=not progress, leave=False):
+        train_feats = dict(zip(used, embed(*_take(train, used)[:2]), strict=True))
+        test_feats = {lang: embed(texts, pairs) for lang, (texts, pairs, _) in tests.items()}
+        for seed in tqdm(cfg.classify_seeds, desc=f"{task.name} probe", disable=not progress, leave=False):
             idx = samples[seed]
             predict = fit_probe(
                 torch.stack([train_feats[i] for i in idx]),
@@ -194,11 +255,11 @@ def evaluate_classification(
             preds[seed] = {lang: predict(f).tolist() for lang, f in test_feats.items()}
     else:
         for seed in cfg.classify_seeds:
-            idx = samples[seed]
-            train = ([all_texts[i] for i in idx], [all_ys[i] for i in idx])
-            preds[seed] = _finetune_predict(model_dir, tok, train, tests, cfg, seed, device, progress)
+            preds[seed] = _finetune_predict(
+                model_dir, tok, _take(train, samples[seed]), tests, len(labels), cfg, seed, device, progress
+            )
     per_lang = {}
-    for lang, (_, gold) in tests.items():
+    for lang, (_, _, gold) in tests.items():
         accs = [accuracy(preds[s][lang], gold) for s in cfg.classify_seeds]
         mean, std = mean_std(accs)
         per_lang[lang] = {
@@ -210,8 +271,9 @@ def evaluate_classification(
         }
     return {
         "mode": cfg.classify_mode,
-        "train_lang": cfg.classify_train_lang,
+        "train_lang": task.train_lang,
         "labels": labels,
+        "pair": all_pairs is not None,
         "seeds": list(cfg.classify_seeds),
         "n_train": {str(s): len(samples[s]) for s in cfg.classify_seeds},
         "n_train_available": len(all_ys),

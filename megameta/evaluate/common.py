@@ -1,7 +1,7 @@
-"""Helpers shared by the evaluation parts: input checks, model loading, pooling.
+"""Helpers shared by the evaluation tasks: input checks, model loading, pooling.
 
-Corpus files are read by `megameta.data.demo.reader`, devices resolved by
-`megameta.kernels.resolve_device`.
+Task files are read by `megameta.evaluate.readers` (and held-out MLM text by
+`megameta.data.demo.reader.load_documents`), devices resolved by `megameta.kernels.resolve_device`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from megameta.errors import ConfigError, InputError
+from megameta.evaluate.config import DEFAULT_FIELDS, EvalConfig, TaskConfig
 from megameta.model.config import positions_usable
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -26,6 +27,37 @@ def check_model_dir(model_dir: str) -> None:
         raise InputError(f"model dir has no config.json: {os.path.join(model_dir, 'config.json')}")
     if not any(os.path.isfile(os.path.join(model_dir, f)) for f in WEIGHT_FILES):
         raise InputError(f"model dir has no weights ({' / '.join(WEIGHT_FILES)}): {model_dir}")
+
+
+def resolve(corpus_dir: str, path: str) -> str:
+    """A task file's path: absolute as given, relative to the corpus dir otherwise."""
+    return path if os.path.isabs(path) else os.path.join(corpus_dir, path)
+
+
+def check_task_files(cfg: EvalConfig, corpus_dir: str) -> None:
+    """Raise `ConfigError` naming the field (``evaluate.tasks[1].test.fr: file not found: ...``) for
+    the first file of a running task that does not exist, before any model time is spent.
+
+    A default task's files come from the flat fields, which the message names instead
+    (``evaluate.retrieval_langs: file not found: <corpus>/udhr/heldout/xyz.jsonl``).
+    """
+    for prefix, task in cfg.task_list():
+        for field_path, path in task.file_fields():
+            full = resolve(corpus_dir, path)
+            if os.path.isfile(full):
+                continue
+            if cfg.tasks:
+                raise ConfigError(f"{prefix}.{field_path}: file not found: {full}")
+            name, _, lang = field_path.partition(".")
+            flat = DEFAULT_FIELDS[task.type][name]
+            raise ConfigError(
+                f"{prefix}.{flat}{'.' + lang if flat == 'mlm_files' else ''}: file not found: {full}"
+            )
+
+
+def default_task(cfg: EvalConfig, name: str) -> TaskConfig:
+    """The demo's default task `name` (``mlm``, ``retrieval``, ``classify``) built from `cfg`."""
+    return next(t for t in cfg.default_tasks() if t.name == name)
 
 
 @contextmanager
@@ -66,9 +98,12 @@ def batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def encode_padded(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
-    """Tokenize with ``<s> ... </s>``, truncate to `max_len` tokens, pad to the longest in the batch."""
-    return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+def encode_padded(
+    tokenizer, texts: list[str], max_len: int, pairs: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Tokenize with ``<s> ... </s>`` (``<s> a </s></s> b </s>`` with `pairs`), truncate to `max_len`
+    tokens (the longer text of a pair first), pad to the longest in the batch."""
+    return tokenizer(texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
 
 
 def fit_length(model_config, requested: int) -> int:
@@ -99,14 +134,16 @@ def embed_texts(
     max_len: int,
     batch_size: int,
     device: torch.device,
+    pairs: list[str] | None = None,
 ) -> torch.Tensor:
     """Mean-pooled hidden states of `layer` (HF ``hidden_states`` indexing) -> float32 [N, H] on CPU.
 
-    `encoder` is a base model (``AutoModel``) already on `device` and in eval mode. Texts are
-    truncated to `max_len` tokens, capped by the model's position limit (`fit_length`).
+    `encoder` is a base model (``AutoModel``) already on `device` and in eval mode. Texts (with
+    `pairs`: text pairs, encoded as the tokenizer joins a pair) are truncated to `max_len` tokens,
+    capped by the model's position limit (`fit_length`).
     """
     max_len = fit_length(encoder.config, max_len)
-    ids = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    ids = tokenizer(texts, pairs, truncation=True, max_length=max_len)["input_ids"]
     # Batches of similar length waste little compute on padding; rows are put back in input order.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = torch.zeros(len(ids), encoder.config.hidden_size)

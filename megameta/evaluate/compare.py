@@ -16,26 +16,54 @@ from matplotlib.figure import Figure
 
 from megameta.errors import InputError
 from megameta.evaluate.classify import mean_std
-from megameta.evaluate.report import RETRIEVAL_KEYS, key_metrics, save_figure
+from megameta.evaluate.report import (
+    RETRIEVAL_KEYS,
+    key_metrics,
+    metric_prefix,
+    save_figure,
+    split_key,
+    task_types,
+)
 
 #: Confidence level of the paired interval.
 LEVEL = 0.95
 
 
 def _describe(key: str, report: dict) -> tuple[bool, str]:
-    """(higher_is_better, description) of a `key_metrics` key, for the comparison table."""
-    lang = key[key.find("[") + 1 : -1]
-    if key.startswith("acc["):
-        kind = "in-language" if lang == report["results"]["classify"]["train_lang"] else "zero-shot transfer"
-        return True, f"topic accuracy {lang} ({kind})"
-    if key.startswith("mlm_loss["):
-        return False, f"MLM loss {lang} (lower is better)"
+    """(higher_is_better, description) of a `key_metrics` key, for the comparison table.
+
+    Keys of user tasks carry the task name (``xnli:acc[fr]``): a language is zero-shot when it is not
+    that task's training language.
+    """
+    task, metric, lang = split_key(key)
+    types = task_types(report)
+    name = task or next(
+        (n for n, kind in types.items() if not metric_prefix(n, kind) and kind == _KIND[metric]), ""
+    )
+    what = f"{task} " if task else ""
+    if metric == "acc":
+        train_lang = ((report.get("results") or {}).get(name) or {}).get("train_lang")
+        kind = "in-language" if lang == train_lang else "zero-shot transfer"
+        return True, f"{what or 'topic '}accuracy {lang} ({kind})"
+    if metric == "mlm_loss":
+        return False, f"{what}MLM loss {lang} (lower is better)"
+    if metric == "ppl":
+        return False, f"{what}perplexity {lang} (lower is better)"
     pairs = {
         "retrieval": "all pairs",
         "same-script": "same-script pairs",
         "cross-script": "cross-script pairs",
     }
-    return True, f"retrieval accuracy, {pairs[key]}"
+    return True, f"{what}retrieval accuracy, {pairs[metric]}"
+
+
+#: key_metrics metric name -> the task type that produces it.
+_KIND = {
+    "acc": "classification",
+    "mlm_loss": "mlm",
+    "ppl": "mlm",
+    **dict.fromkeys(RETRIEVAL_KEYS.values(), "retrieval"),
+}
 
 
 def paired_interval(
@@ -93,7 +121,7 @@ def compare_reports(reports: dict[str, list[dict]], out_dir: str) -> dict:
     keys = [
         k
         for k in per_group[names[0]][0]
-        if not k.startswith("ppl[") and all(k in m for g in names for m in per_group[g])
+        if split_key(k)[1] != "ppl" and all(k in m for g in names for m in per_group[g])
     ]
     metrics = {}
     for key in keys:
@@ -130,7 +158,7 @@ def _summarize(metrics: dict, names: tuple[str, str]) -> dict[str, list[str]]:
     """Cross-lingual metrics (transfer, retrieval) grouped by verdict: the paper's claim is about them."""
     out: dict[str, list[str]] = {f"{names[0]}_better": [], f"{names[1]}_better": [], "not_conclusive": []}
     for key, m in metrics.items():
-        if not (key in RETRIEVAL_KEYS.values() or "zero-shot" in m["description"]):
+        if not (split_key(key)[1] in RETRIEVAL_KEYS.values() or "zero-shot" in m["description"]):
             continue
         if m["verdict"].startswith(f"{names[0]} better"):
             out[f"{names[0]}_better"].append(key)

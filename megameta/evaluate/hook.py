@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from megameta.evaluate.config import EvalConfig
-from megameta.evaluate.report import key_metrics
+from megameta.evaluate.report import key_metrics, split_key
 from megameta.layout import PhaseLayout
 
 #: key_metrics name -> TensorBoard tag under ``eval/`` (per-language keys keep their language).
@@ -16,12 +16,14 @@ _TAGS = {"mlm_loss": "mlm_loss_{}", "acc": "topic_accuracy_{}", "retrieval": "re
 
 def eval_suite_scalars(report: dict) -> dict[str, float]:
     """TensorBoard scalars (``eval/*``) from an evaluation report's key metrics (perplexity is left
-    out: it is the exponential of the MLM loss logged beside it)."""
+    out: it is the exponential of the MLM loss logged beside it). A user task's scalars go under
+    ``eval/<task>/`` with the task-neutral tag (``eval/xnli/accuracy_fr``)."""
     out = {}
     for key, value in key_metrics(report).items():
-        kind, _, lang = key.partition("[")
+        task, kind, lang = split_key(key)
         if kind in _TAGS:
-            out["eval/" + _TAGS[kind].format(lang.rstrip("]"))] = value
+            tag = _TAGS[kind].format(lang)
+            out[f"eval/{task}/{tag.removeprefix('topic_')}" if task else f"eval/{tag}"] = value
     return out
 
 

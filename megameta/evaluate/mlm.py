@@ -10,7 +10,6 @@ and the token stream, so two models evaluated with the same config see identical
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from tqdm.auto import tqdm
@@ -18,8 +17,16 @@ from tqdm.auto import tqdm
 from megameta.data.demo.reader import load_documents
 from megameta.data.masking import IGNORE_INDEX
 from megameta.errors import InputError
-from megameta.evaluate.common import batches, check_model_dir, fit_length, load_model_tokenizer, quiet_hf
-from megameta.evaluate.config import EvalConfig
+from megameta.evaluate.common import (
+    batches,
+    check_model_dir,
+    default_task,
+    fit_length,
+    load_model_tokenizer,
+    quiet_hf,
+    resolve,
+)
+from megameta.evaluate.config import EvalConfig, TaskConfig
 
 
 def pack_sequences(doc_ids: list[list[int]], max_len: int, bos: int, eos: int) -> list[list[int]]:
@@ -86,10 +93,16 @@ def masked_lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 
 def evaluate_mlm(
-    model_dir: str, corpus_dir: str, cfg: EvalConfig, device: torch.device, progress: bool = True
+    model_dir: str,
+    corpus_dir: str,
+    cfg: EvalConfig,
+    device: torch.device,
+    progress: bool = True,
+    task: TaskConfig | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """{lang: {loss (nats per masked token), perplexity = exp(loss), tokens (masked), sequences, docs,
-    max_seq_len}}; sequences are capped at the model's position limit when `cfg.max_seq_len` exceeds it."""
+    max_seq_len}} for an mlm task's files (default: the demo's ``mlm_files``); sequences are capped
+    at the model's position limit when `cfg.max_seq_len` exceeds it."""
     from transformers import AutoModelForMaskedLM
 
     check_model_dir(model_dir)
@@ -100,15 +113,17 @@ def evaluate_mlm(
     special = set(tok.all_special_ids)
     max_len = fit_length(model.config, cfg.max_seq_len)
     results: dict[str, dict[str, float | int]] = {}
-    for lang, files in cfg.mlm_files.items():
+    task = task or default_task(cfg, "mlm")
+    for lang, value in task.files.items():
+        files = [value] if isinstance(value, str) else value
         docs: list[str] = []
         for rel in files:
-            path = rel if os.path.isabs(rel) else os.path.join(corpus_dir, rel)
-            docs.extend(load_documents(path, cfg.mlm_max_docs - len(docs)))
+            docs.extend(load_documents(resolve(corpus_dir, rel), cfg.mlm_max_docs - len(docs)))
             if len(docs) >= cfg.mlm_max_docs:
                 break
         if not docs:
-            raise InputError(f"mlm_files.{lang}: no documents in {files}")
+            field = f"mlm_files.{lang}" if task.name == "mlm" else f"task {task.name!r}: files.{lang}"
+            raise InputError(f"{field}: no documents in {files}")
         doc_ids = tok(docs, add_special_tokens=False)["input_ids"]
         seqs = pack_sequences(doc_ids, max_len, tok.bos_token_id, tok.eos_token_id)
         ids, attn = pad_batch(seqs, tok.pad_token_id)

@@ -1,7 +1,8 @@
-"""Run the evaluation suite and write the report; name a report's key metrics.
+"""Run the evaluation tasks and write the report; name a report's key metrics.
 
 Files written by `run_evaluation` into ``out_dir``: ``report.json`` (everything, machine-readable),
-``report.md`` (tables), ``mlm_loss.png`` and ``retrieval.png`` (when those parts ran).
+``report.md`` (tables), and a plot per mlm or all-aligned retrieval task: ``mlm_loss.png`` and
+``retrieval.png`` for the demo's default tasks, ``<task>.png`` for the others.
 `key_metrics` is the one definition of a report's headline numbers; `megameta.evaluate.compare`
 compares them between meta-pretrained runs and the baseline.
 """
@@ -23,38 +24,45 @@ from tqdm.auto import tqdm
 
 from megameta.errors import InputError
 from megameta.evaluate.classify import evaluate_classification
-from megameta.evaluate.common import check_model_dir
-from megameta.evaluate.config import EvalConfig
+from megameta.evaluate.common import check_model_dir, check_task_files
+from megameta.evaluate.config import DEFAULT_TASKS, EvalConfig
 from megameta.evaluate.mlm import evaluate_mlm
 from megameta.evaluate.retrieval import evaluate_retrieval
 from megameta.kernels import resolve_device
 
-PARTS = ("mlm", "retrieval", "classify")
+#: Task type -> the function that runs one task of it.
+RUNNERS = {"mlm": evaluate_mlm, "retrieval": evaluate_retrieval, "classification": evaluate_classification}
+#: Plot file of the default tasks (historical names); other tasks plot to ``<name>.png``.
+_PLOT_NAMES = {"mlm": "mlm_loss.png", "retrieval": "retrieval.png"}
 
 
 def run_evaluation(
     model_dir: str, corpus_dir: str, cfg: EvalConfig, out_dir: str, progress: bool = True
 ) -> dict:
-    """Run the parts enabled in `cfg` on the HF model in `model_dir`; write and return the report.
+    """Run the tasks of `cfg` (`EvalConfig.task_list`) on the HF model in `model_dir`; write and
+    return the report.
 
-    Report keys: model_dir, corpus_dir, config, device, created, versions, timings_s (per part,
-    seconds), results (``{part: part result}`` for the parts that ran). Raises `ConfigError` for a
-    bad config and `InputError` naming the path for a missing model dir, corpus dir or data file.
+    Report keys: model_dir, corpus_dir, config, device, created, versions, tasks (``{name: type}``,
+    in run order), timings_s (per task, seconds), results (``{name: task result}``). Raises
+    `ConfigError` for a bad config or a task file that does not exist (before the model is loaded),
+    `InputError` naming the path for a missing model dir, corpus dir or a malformed data file.
     """
     cfg.validate()
     check_model_dir(model_dir)
     if not os.path.isdir(corpus_dir):
         raise InputError(f"corpus dir not found: {corpus_dir}")
+    check_task_files(cfg, corpus_dir)
     import transformers
 
     device = resolve_device(cfg.device)
-    runners = {"mlm": evaluate_mlm, "retrieval": evaluate_retrieval, "classify": evaluate_classification}
-    enabled = [p for p in PARTS if getattr(cfg, p)]
+    tasks = [task for _, task in cfg.task_list()]
     results, timings = {}, {}
-    for part in tqdm(enabled, desc="evaluate", disable=not progress):
+    for task in tqdm(tasks, desc="evaluate", disable=not progress):
         start = time.perf_counter()
-        results[part] = runners[part](model_dir, corpus_dir, cfg, device, progress=progress)
-        timings[part] = round(time.perf_counter() - start, 3)
+        results[task.name] = RUNNERS[task.type](
+            model_dir, corpus_dir, cfg, device, progress=progress, task=task
+        )
+        timings[task.name] = round(time.perf_counter() - start, 3)
     report = {
         "model_dir": os.path.abspath(model_dir),
         "corpus_dir": os.path.abspath(corpus_dir),
@@ -62,6 +70,7 @@ def run_evaluation(
         "device": str(device),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "tasks": {task.name: task.type for task in tasks},
         "timings_s": timings,
         "results": results,
     }
@@ -70,11 +79,28 @@ def run_evaluation(
         json.dump(report, f, indent=2, ensure_ascii=False)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(render_report_md(report))
-    if "mlm" in results:
-        _plot_mlm(results["mlm"], os.path.join(out_dir, "mlm_loss.png"))
-    if "retrieval" in results:
-        _plot_retrieval(results["retrieval"], os.path.join(out_dir, "retrieval.png"))
+    for name, kind in report["tasks"].items():
+        path = os.path.join(
+            out_dir, f"{name}.png" if metric_prefix(name, kind) else _PLOT_NAMES.get(kind, "")
+        )
+        if kind == "mlm":
+            _plot_mlm(results[name], path)
+        elif kind == "retrieval" and results[name]["mode"] == "files":
+            _plot_retrieval(results[name], path, "UDHR article" if not metric_prefix(name, kind) else name)
     return report
+
+
+def task_types(report: dict) -> dict[str, str]:
+    """Task name -> type of a report, in run order; reports written before tasks existed hold the
+    demo's default tasks under their names."""
+    if "tasks" in report:
+        return report["tasks"]
+    return {name: kind for name, kind in DEFAULT_TASKS.items() if name in report.get("results", {})}
+
+
+def metric_prefix(name: str, kind: str) -> str:
+    """``""`` for the demo's default tasks (their historical keys), ``"<name>:"`` for any other."""
+    return "" if DEFAULT_TASKS.get(name) == kind else f"{name}:"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -83,37 +109,45 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def render_report_md(report: dict) -> str:
     """Markdown tables for one report dict (as returned by `run_evaluation`)."""
-    res = report["results"]
     lines = [
         "# Evaluation report",
         "",
         f"- model: `{report['model_dir']}`",
         f"- corpus: `{report['corpus_dir']}`",
         f"- device: {report['device']}; created {report['created']}",
-        "- time per part: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items()),
+        "- time per task: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items()),
         "",
     ]
-    if "mlm" in res:
-        lines += [
-            "## Held-out masked-LM loss",
-            "",
-            "All selected tokens replaced by `<mask>`; loss in nats per masked token.",
-            "",
-            "| lang | loss | perplexity | masked tokens | docs |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {lang} | {r['loss']:.4f} | {r['perplexity']:.2f} | {r['tokens']} | {r['docs']} |"
-            for lang, r in res["mlm"].items()
-        ]
-        lines.append("")
-    if "retrieval" in res:
-        r = res["retrieval"]
+    render = {"mlm": _md_mlm, "retrieval": _md_retrieval, "classification": _md_classification}
+    for name, kind in task_types(report).items():
+        default = DEFAULT_TASKS.get(name) == kind
+        lines += render[kind](report["results"][name], "" if default else f"{name}: ", default)
+    return "\n".join(lines)
+
+
+def _md_mlm(res: dict, title: str, default: bool) -> list[str]:
+    lines = [
+        f"## {title}Held-out masked-LM loss",
+        "",
+        "All selected tokens replaced by `<mask>`; loss in nats per masked token.",
+        "",
+        "| lang | loss | perplexity | masked tokens | docs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {lang} | {r['loss']:.4f} | {r['perplexity']:.2f} | {r['tokens']} | {r['docs']} |"
+        for lang, r in res.items()
+    ]
+    return [*lines, ""]
+
+
+def _md_retrieval(r: dict, title: str, default: bool) -> list[str]:
+    what = "UDHR article" if default else "parallel"
+    lines = [f"## {title}{what} retrieval (layer {r['layer']}, mean-pooled, cosine)", ""]
+    if r.get("mode", "files") == "files":
         langs = r["langs"]
         lines += [
-            f"## UDHR article retrieval (layer {r['layer']}, mean-pooled, cosine)",
-            "",
-            "Row = query language, column = searched language; accuracy of finding the same article.",
+            "Row = query language, column = searched language; accuracy of finding the same item.",
             "",
             "| query \\ target | " + " | ".join(f"{c} ({r['scripts'][c]})" for c in langs) + " |",
             "|---|" + "---:|" * len(langs),
@@ -121,33 +155,45 @@ def render_report_md(report: dict) -> str:
         for a in langs:
             cells = ["—" if a == b else _fmt(r["matrix"][a].get(b)) for b in langs]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    else:
         lines += [
+            "Each aligned pair, both directions.",
             "",
-            f"- mean over pairs: {_fmt(r['mean'])} (chance {_fmt(r['chance'])})",
-            f"- same-script pairs: {_fmt(r['same_script_mean'])} ({r['same_script_pairs']} pairs)",
-            f"- cross-script pairs: {_fmt(r['cross_script_mean'])} ({r['cross_script_pairs']} pairs)",
-            "",
+            "| a | b | a → b | b → a | items |",
+            "|---|---|---:|---:|---:|",
         ]
-    if "classify" in res:
-        c = res["classify"]
-        lines += [
-            f"## Topic classification (train {c['train_lang']}, mode {c['mode']}, seeds {c['seeds']})",
-            "",
-            f"{len(c['labels'])} labels; training examples per seed: {_per_seed(c['n_train'])} "
-            f"(of {c['n_train_available']} labeled). Baseline = most frequent training label.",
-            "",
-            "| lang | accuracy (mean ± std) | per seed | majority baseline | test docs |",
-            "|---|---:|---|---:|---:|",
-        ]
-        for lang, r in c["langs"].items():
-            tag = "" if lang == c["train_lang"] else " (zero-shot)"
-            seeds = ", ".join(f"{a:.3f}" for a in r["accuracy_per_seed"])
-            lines.append(
-                f"| {lang}{tag} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | {seeds} | "
-                f"{r['majority_baseline']:.3f} | {r['n_test']} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+        for a, b in r["pairs"]:
+            ab, ba = r["matrix"][a].get(b), r["matrix"][b].get(a)
+            lines.append(f"| {a} | {b} | {_fmt(ab)} | {_fmt(ba)} | {r['items'][a].get(b, 0)} |")
+    lines += [
+        "",
+        f"- mean over pairs: {_fmt(r['mean'])} (chance {_fmt(r['chance'])})",
+        f"- same-script pairs: {_fmt(r['same_script_mean'])} ({r['same_script_pairs']} pairs)",
+        f"- cross-script pairs: {_fmt(r['cross_script_mean'])} ({r['cross_script_pairs']} pairs)",
+        "",
+    ]
+    return lines
+
+
+def _md_classification(c: dict, title: str, default: bool) -> list[str]:
+    what = "Topic classification" if default else "classification"
+    lines = [
+        f"## {title}{what} (train {c['train_lang']}, mode {c['mode']}, seeds {c['seeds']})",
+        "",
+        f"{len(c['labels'])} labels; training examples per seed: {_per_seed(c['n_train'])} "
+        f"(of {c['n_train_available']} labeled). Baseline = most frequent training label.",
+        "",
+        "| lang | accuracy (mean ± std) | per seed | majority baseline | test docs |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for lang, r in c["langs"].items():
+        tag = "" if lang == c["train_lang"] else " (zero-shot)"
+        seeds = ", ".join(f"{a:.3f}" for a in r["accuracy_per_seed"])
+        lines.append(
+            f"| {lang}{tag} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | {seeds} | "
+            f"{r['majority_baseline']:.3f} | {r['n_test']} |"
+        )
+    return [*lines, ""]
 
 
 def _per_seed(counts: dict[str, int]) -> str:
@@ -171,7 +217,7 @@ def _plot_mlm(mlm: dict, path: str) -> None:
     save_figure(fig, path)
 
 
-def _plot_retrieval(ret: dict, path: str) -> None:
+def _plot_retrieval(ret: dict, path: str, what: str) -> None:
     langs = ret["langs"]
     mat = np.array([[np.nan if a == b else ret["matrix"][a].get(b, np.nan) for b in langs] for a in langs])
     size = max(4.0, 0.6 * len(langs) + 2)
@@ -182,7 +228,7 @@ def _plot_retrieval(ret: dict, path: str) -> None:
     ax.set_yticks(range(len(langs)), langs)
     ax.set_xlabel("target language")
     ax.set_ylabel("query language")
-    ax.set_title(f"UDHR article retrieval accuracy (chance {_fmt(ret['chance'], 2)})")
+    ax.set_title(f"{what} retrieval accuracy (chance {_fmt(ret['chance'], 2)})")
     if len(langs) <= 12:
         for i in range(len(langs)):
             for j in range(len(langs)):
@@ -202,29 +248,41 @@ RETRIEVAL_KEYS = {"mean": "retrieval", "same_script_mean": "same-script", "cross
 def key_metrics(report: dict) -> dict[str, float]:
     """The headline numbers of one report (as returned by `run_evaluation`), under stable names.
 
-    Keys, in this order, each present only when its part ran (and, for the retrieval means, when
-    the languages have a pair of that kind):
+    Per task, in run order, each key prefixed with ``<task name>:`` except for the demo's default
+    tasks (``mlm``, ``retrieval``, ``classify``), whose keys are the historical ones:
 
-    - ``ppl[<lang>]``: held-out MLM perplexity per language of ``mlm_files`` (lower is better)
-    - ``mlm_loss[<lang>]``: the same as loss in nats per masked token (lower is better)
-    - ``retrieval``: UDHR article-retrieval accuracy, mean over all ordered language pairs
-    - ``same-script``, ``cross-script``: that mean over same-script / cross-script pairs only
-    - ``acc[<lang>]``: topic-classification accuracy, mean over seeds, per test language
+    - mlm: ``ppl[<lang>]``, held-out MLM perplexity per language (lower is better), then
+      ``mlm_loss[<lang>]``, the same as loss in nats per masked token (lower is better)
+    - retrieval: ``retrieval``, top-1 accuracy, mean over all ordered language pairs; ``same-script``,
+      ``cross-script``: that mean over same-script / cross-script pairs (present when the task's
+      languages have a pair of that kind with known scripts)
+    - classification: ``acc[<lang>]``, accuracy, mean over seeds, per test language
 
-    The pipeline's "key numbers" line (`format_key_metrics`), the comparison of meta-pretrained
-    runs with the baseline and the ``eval/*`` training scalars all read these.
+    e.g. ``ppl[en]``, ``retrieval``, ``acc[fr]``, ``xnli:acc[fr]``, ``tatoeba:retrieval``. The
+    pipeline's "key numbers" line (`format_key_metrics`), the comparison of meta-pretrained runs with
+    the baseline and the ``eval/*`` training scalars all read these.
     """
     res = report.get("results", {})
-    mlm = res.get("mlm") or {}
-    out = {f"ppl[{lang}]": r["perplexity"] for lang, r in mlm.items()}
-    out.update({f"mlm_loss[{lang}]": r["loss"] for lang, r in mlm.items()})
-    retrieval = res.get("retrieval") or {}
-    for field, key in RETRIEVAL_KEYS.items():
-        if retrieval.get(field) is not None:
-            out[key] = retrieval[field]
-    for lang, r in ((res.get("classify") or {}).get("langs") or {}).items():
-        out[f"acc[{lang}]"] = r["accuracy_mean"]
+    out: dict[str, float] = {}
+    for name, kind in task_types(report).items():
+        r, p = res.get(name) or {}, metric_prefix(name, kind)
+        if kind == "mlm":
+            out.update({f"{p}ppl[{lang}]": m["perplexity"] for lang, m in r.items()})
+            out.update({f"{p}mlm_loss[{lang}]": m["loss"] for lang, m in r.items()})
+        elif kind == "retrieval":
+            out.update(
+                {p + key: r[field] for field, key in RETRIEVAL_KEYS.items() if r.get(field) is not None}
+            )
+        else:
+            out.update({f"{p}acc[{lang}]": m["accuracy_mean"] for lang, m in (r.get("langs") or {}).items()})
     return out
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """``"xnli:acc[fr]"`` -> ``("xnli", "acc", "fr")``; ``"retrieval"`` -> ``("", "retrieval", "")``."""
+    task, _, rest = key.rpartition(":")
+    metric, _, lang = rest.partition("[")
+    return task, metric, lang.rstrip("]")
 
 
 def format_key_metrics(metrics: dict[str, float]) -> str:
@@ -234,8 +292,8 @@ def format_key_metrics(metrics: dict[str, float]) -> str:
     perplexity says the same). ``"(see report)"`` when nothing is left.
     """
     parts = [
-        f"{key}={value:.0f}" if key.startswith("ppl[") else f"{key}={value:.3f}"
+        f"{key}={value:.0f}" if split_key(key)[1] == "ppl" else f"{key}={value:.3f}"
         for key, value in metrics.items()
-        if not key.startswith("mlm_loss[")
+        if split_key(key)[1] != "mlm_loss"
     ]
     return " ".join(parts) or "(see report)"

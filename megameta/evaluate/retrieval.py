@@ -1,8 +1,8 @@
-"""Cross-lingual alignment: retrieve the same UDHR article across languages by embedding similarity.
+"""Cross-lingual alignment: retrieve the same item (UDHR article, Tatoeba sentence) across languages.
 
-For an ordered pair (a, b), each held-out article of a is embedded (mean-pooled hidden states of
-``retrieval_layer``) and matched to its most cosine-similar article of b; accuracy is the fraction
-matched to the same article number, over the articles both languages have. Chance is 1/n.
+For an ordered pair (a, b), each item of a is embedded (mean-pooled hidden states of
+``retrieval_layer``) and matched to its most cosine-similar item of b; accuracy is the fraction
+matched to the same item (article number, line), over the items both languages have. Chance is 1/n.
 """
 
 from __future__ import annotations
@@ -12,9 +12,20 @@ from itertools import permutations
 import numpy as np
 from tqdm.auto import tqdm
 
-from megameta.data.demo.reader import load_udhr_heldout, udhr_scripts
-from megameta.evaluate.common import check_model_dir, embed_texts, load_encoder, load_model_tokenizer
-from megameta.evaluate.config import EvalConfig
+from megameta.errors import InputError
+from megameta.evaluate.common import (
+    check_model_dir,
+    default_task,
+    embed_texts,
+    load_encoder,
+    load_model_tokenizer,
+    resolve,
+)
+from megameta.evaluate.config import EvalConfig, TaskConfig
+from megameta.evaluate.readers import is_line_aligned, read_aligned, read_scripts
+
+#: Script of a language no ``scripts`` entry names (as ``udhr/languages.json`` has it).
+UNKNOWN_SCRIPT = "unknown"
 
 
 def cosine_similarity(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
@@ -48,14 +59,20 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarize_matrix(matrix: dict[str, dict[str, float]], scripts: dict[str, str]) -> dict[str, object]:
-    """Means over all / same-script / cross-script ordered pairs of a pairwise accuracy matrix."""
-    same, cross = split_pairs_by_script(scripts)
+    """Means over all / same-script / cross-script ordered pairs of a pairwise accuracy matrix.
+
+    A language whose script is ``"unknown"`` counts in the overall mean only: whether its pairs are
+    same-script is not known.
+    """
+    known = {k: v for k, v in scripts.items() if v != UNKNOWN_SCRIPT}
+    same, cross = split_pairs_by_script(known)
+    other = [(a, b) for a, b in permutations(scripts, 2) if a not in known or b not in known]
 
     def pick(pairs: list[tuple[str, str]]) -> list[float]:
         return [matrix[a][b] for a, b in pairs if b in matrix.get(a, {})]
 
     return {
-        "mean": _mean(pick(same + cross)),
+        "mean": _mean(pick(same + cross + other)),
         "same_script_mean": _mean(pick(same)),
         "cross_script_mean": _mean(pick(cross)),
         "same_script_pairs": len(pick(same)),
@@ -63,52 +80,78 @@ def summarize_matrix(matrix: dict[str, dict[str, float]], scripts: dict[str, str
     }
 
 
-def evaluate_retrieval(
-    model_dir: str, corpus_dir: str, cfg: EvalConfig, device, progress: bool = True
-) -> dict[str, object]:
-    """Pairwise article-retrieval accuracy for `cfg.retrieval_langs`.
+def task_scripts(task: TaskConfig, langs: list[str], corpus_dir: str) -> dict[str, str]:
+    """Language -> script: the task's ``scripts``, then its ``scripts_file``, else ``"unknown"``."""
+    table = read_scripts(resolve(corpus_dir, task.scripts_file)) if task.scripts_file else {}
+    return {lang: task.scripts.get(lang) or table.get(lang) or UNKNOWN_SCRIPT for lang in langs}
 
-    Returns langs, scripts, ``matrix[a][b]`` (accuracy retrieving b's articles from a's),
-    ``articles[a][b]`` (how many articles the pair shares), ``chance`` (mean 1/n over pairs), and the
-    means of `summarize_matrix`. Pairs sharing fewer than 2 articles are left out.
+
+def evaluate_retrieval(
+    model_dir: str,
+    corpus_dir: str,
+    cfg: EvalConfig,
+    device,
+    progress: bool = True,
+    task: TaskConfig | None = None,
+) -> dict[str, object]:
+    """Pairwise top-1 retrieval accuracy of a retrieval task (default: the demo's UDHR articles).
+
+    A task's ``files`` are all aligned with each other: every ordered pair of its languages is
+    scored. Each of its ``pairs`` is aligned only within itself (Tatoeba: each language has its own
+    English file): each is scored both directions. Returns langs, scripts, layer, ``matrix[a][b]``
+    (accuracy retrieving b's items from a's), ``pairs`` (the task's pairs, as
+    ``[a, b]``), ``items[a][b]`` (how many items the pair shares),
+    ``chance`` (mean 1/n over pairs), and the means of `summarize_matrix`. Pairs sharing fewer than
+    2 items are left out; line-aligned files of different lengths are an `InputError`.
     """
     check_model_dir(model_dir)
-    codes = cfg.retrieval_langs
-    texts = {code: load_udhr_heldout(corpus_dir, code) for code in codes}
-    scripts = udhr_scripts(corpus_dir, codes)
+    task = task or default_task(cfg, "retrieval")
+    groups = [task.files] if task.files else task.pairs
+    langs = list(dict.fromkeys(lang for group in groups for lang in group))
+    scripts = task_scripts(task, langs, corpus_dir)
     tok = load_model_tokenizer(model_dir)
     encoder = load_encoder(model_dir, device)
+    paths = list(dict.fromkeys(str(path) for group in groups for path in group.values()))
     emb: dict[str, dict[int, np.ndarray]] = {}
-    for code in tqdm(codes, desc="retrieval embed", disable=not progress, leave=False):
-        arts = list(texts[code])
+    for path in tqdm(paths, desc=f"{task.name} embed", disable=not progress, leave=False):
+        texts = read_aligned(resolve(corpus_dir, path))
         vecs = embed_texts(
             encoder,
             tok,
-            [texts[code][a] for a in arts],
+            list(texts.values()),
             layer=cfg.retrieval_layer,
             max_len=cfg.max_seq_len,
             batch_size=cfg.batch_size,
             device=device,
         ).numpy()
-        emb[code] = dict(zip(arts, vecs, strict=True))
-    matrix: dict[str, dict[str, float]] = {a: {} for a in codes}
-    shared: dict[str, dict[str, int]] = {a: {} for a in codes}
+        emb[path] = dict(zip(texts, vecs, strict=True))
+    matrix: dict[str, dict[str, float]] = {a: {} for a in langs}
+    shared: dict[str, dict[str, int]] = {a: {} for a in langs}
     chance = []
-    for a, b in permutations(codes, 2):
-        common = sorted(set(emb[a]) & set(emb[b]))
-        if len(common) < 2:
-            continue
-        src = np.stack([emb[a][k] for k in common])
-        tgt = np.stack([emb[b][k] for k in common])
-        matrix[a][b] = retrieval_accuracy(src, tgt)
-        shared[a][b] = len(common)
-        chance.append(1.0 / len(common))
+    for group in groups:
+        for a, b in permutations(group, 2):
+            ea, eb = emb[str(group[a])], emb[str(group[b])]
+            if is_line_aligned(group[a]) and is_line_aligned(group[b]) and len(ea) != len(eb):
+                raise InputError(
+                    f"{resolve(corpus_dir, group[a])} has {len(ea)} lines, {resolve(corpus_dir, group[b])} "
+                    f"{len(eb)}: line-aligned files must have the same number of lines"
+                )
+            common = sorted(set(ea) & set(eb))
+            if len(common) < 2:
+                continue
+            src = np.stack([ea[k] for k in common])
+            tgt = np.stack([eb[k] for k in common])
+            matrix[a][b] = retrieval_accuracy(src, tgt)
+            shared[a][b] = len(common)
+            chance.append(1.0 / len(common))
     return {
-        "langs": list(codes),
+        "langs": langs,
         "scripts": scripts,
         "layer": cfg.retrieval_layer,
+        "mode": "files" if task.files else "pairs",
+        "pairs": [list(group) for group in task.pairs],
         "matrix": matrix,
-        "articles": shared,
+        "items": shared,
         "chance": _mean(chance),
         **summarize_matrix(matrix, scripts),
     }
