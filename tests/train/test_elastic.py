@@ -1,6 +1,6 @@
 """Resume on another world size, any ZeRO stage: the optimizer state after the re-shard is the saved one.
 
-Each case trains 2 steps on SAVED ranks, loads that checkpoint on RESUMED ranks and saves it again at once
+Each case trains 2 steps, loads that checkpoint on another number of ranks and saves it again at once
 (tests/train/resave.py); the two checkpoints' consolidated fp32 master weights, Adam moments, step counts
 and per-group hyperparameters must be equal exactly. The per-group comparison is what catches DeepSpeed
 0.19's ZeRO-3 universal load giving every group group 0's weight decay (megameta/train/reshard.py).
@@ -47,21 +47,26 @@ def assert_same_optimizer_state(saved, resaved) -> None:
         assert not changed, f"{what} differs for {changed[:3]}"
 
 
-# ZeRO-0 keeps the optimizer state whole in one file; only its bf16 case is kept here (fp32 is the same path).
-@pytest.mark.parametrize(
-    ("stage", "precision", "saved", "resumed"),
-    [(3, "fp32", 2, 1), (3, "bf16", 1, 2), (1, "fp32", 2, 3), (2, "bf16", 2, 3), (0, "bf16", 2, 1)],
-)
-def test_resume_on_another_world_size_restores_optimizer_state_exactly(
-    prepared, tmp_path, stage, precision, saved, resumed
-):
-    run, cfg = make_run(
-        prepared, tmp_path, deepspeed_config=f"ds_configs/zero{stage}.json", precision=precision
-    )
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_resume_on_another_world_size_restores_optimizer_state_exactly(prepared, tmp_path, stage, precision):
+    """Shrink 2 -> 1, grow 1 -> 2 and 2 -> 3: each re-shard keeps the saved optimizer state exactly.
+
+    The 1-rank checkpoint that is grown back to 2 ranks is the one the 2 -> 1 re-shard saved, so one
+    training launch and three re-saves cover the three directions."""
+    settings = {"deepspeed_config": f"ds_configs/zero{stage}.json", "precision": precision}
     common = ("phases[0].steps=2", "optim.schedule=constant")  # lr stays > 0: its restore is checked too
-    train(cfg, saved, *common, _batch(saved))
-    out = tmp_path / "resaved"
-    proc = resave(cfg, resumed, out, *common, _batch(resumed))
-    assert f"world size changed ({saved} -> {resumed})" in proc.stdout
+    two, two_cfg = make_run(prepared, tmp_path, "two", **settings)
+    one, one_cfg = make_run(prepared, tmp_path, "one", **settings)
+    train(two_cfg, 2, *common, _batch(2))
     tag = ckpt.tag_for(2)
-    assert_same_optimizer_state(run / "meta" / "checkpoints" / tag, out / tag)
+    saved = two / "meta" / "checkpoints"
+    cases = [  # config whose newest checkpoint is loaded, its world size, the new one, where it is saved
+        (two_cfg, 2, 1, one / "meta" / "checkpoints"),
+        (one_cfg, 1, 2, tmp_path / "grown_from_1"),
+        (two_cfg, 2, 3, tmp_path / "grown_from_2"),
+    ]
+    for cfg, before, after, out in cases:
+        proc = resave(cfg, after, out, *common, _batch(after))
+        assert f"world size changed ({before} -> {after})" in proc.stdout
+        assert_same_optimizer_state(saved / tag, out / tag)
