@@ -70,7 +70,9 @@ def test_seeds_grow_an_experiment_paired_by_seed(tiny_pipeline):
     assert "comparison.md (2 seeds per arm)" in out
     rerun = megameta("pipeline", "--config", str(tiny_pipeline["config"]), "--with-baseline", "--seeds", "2")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "[train]" not in rerun.stdout and rerun.stdout.count("exists, skipped") == 4  # 2 seeds x 2 arms
+    evaluations = [line for line in rerun.stdout.splitlines() if line.startswith("[pipeline] evaluate ")]
+    assert "[train]" not in rerun.stdout and len(evaluations) == 4  # 2 seeds x 2 arms
+    assert all(line.endswith("exists, skipped") for line in evaluations)
 
 
 def test_handoff_starts_from_exactly_phase1_final_weights(tiny_pipeline):
