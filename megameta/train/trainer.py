@@ -9,7 +9,6 @@ and resuming belong to the :class:`~megameta.train.checkpointer.Checkpointer`, l
 
 from __future__ import annotations
 
-import contextlib
 import signal
 
 import torch
@@ -19,7 +18,7 @@ from megameta import checkpoint as ckpt
 from megameta.checkpoint import CheckpointMeta
 from megameta.config import RunConfig, dump_config
 from megameta.data.tokenizer import Vocab
-from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError, MegaMetaError
+from megameta.errors import EXIT_OK, EXIT_REQUEUE, InputError
 from megameta.fileio import truncate_jsonl_after
 from megameta.train import build, metrics
 from megameta.train.checkpointer import Checkpointer, load_init_weights
@@ -28,7 +27,7 @@ from megameta.train.ds_config import render_ds_config
 from megameta.train.faults import FaultInjector
 from megameta.train.guard import DivergenceGuard
 from megameta.train.prefetch import Prefetcher, model_inputs, rank_batches
-from megameta.train.watchdog import Heartbeat, is_collective_failure
+from megameta.train.watchdog import Heartbeat
 
 
 class Trainer:
@@ -203,7 +202,7 @@ class Trainer:
         self.batches = self._batches()
         self.log.start_window()
         self.heartbeat.start_watchdog()
-        with self._collectives_reported():
+        with self.heartbeat.collective_failures_reported():
             while self.step < self.total_steps:
                 stats = self._step()
                 if self.guard.end_step(self.step + 1, self.samples_seen, self.global_batch):
@@ -253,18 +252,6 @@ class Trainer:
         stats = self.train_step()
         self.heartbeat.leave_step()
         return stats
-
-    @contextlib.contextmanager
-    def _collectives_reported(self):
-        """Failures of the process group in the block (a step, the log window's all-reduce, validation,
-        a save) are reported as such, naming the stuck rank; any other exception (out of memory, a shape
-        bug) propagates with its own traceback."""
-        try:
-            yield
-        except Exception as e:
-            if not isinstance(e, MegaMetaError) and is_collective_failure(e):
-                raise MegaMetaError(self.heartbeat.failure_message(e)) from e
-            raise
 
     def _after_step(self, window: metrics.StepWindow) -> None:
         train = self.cfg.train

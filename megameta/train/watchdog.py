@@ -8,15 +8,19 @@ the rank that stopped is a pure function of the heartbeats (:func:`stuck_rank_re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch.distributed as dist
+
+from megameta.errors import MegaMetaError
 
 #: Points of a training step a heartbeat records, in order.
 POINTS = ("forward", "backward", "sync")
@@ -187,6 +191,18 @@ class Heartbeat:
             f"collective failed on rank {self.rank} in step {self.step} after up to "
             f"train.dist_timeout_s={self.timeout}s: {stuck_rank_report(self.read_all())}{scope} [{first}]"
         )
+
+    @contextlib.contextmanager
+    def collective_failures_reported(self) -> Iterator[None]:
+        """Failures of the process group in the block (a step, the log window's all-reduce, validation,
+        a save) become a `MegaMetaError` carrying :meth:`failure_message`; any other exception (out of
+        memory, a shape bug) propagates with its own traceback."""
+        try:
+            yield
+        except Exception as e:
+            if not isinstance(e, MegaMetaError) and is_collective_failure(e):
+                raise MegaMetaError(self.failure_message(e)) from e
+            raise
 
     def start_watchdog(self) -> None:
         threading.Thread(target=self._watch, daemon=True, name="megameta-watchdog").start()

@@ -107,3 +107,21 @@ def test_a_report_limited_to_this_nodes_ranks_says_so(tmp_path):
     hb.beat(0, "backward")
     msg = hb.failure_message(RuntimeError("gloo: connection closed"))
     assert "rank 3 never started (heartbeats of this node's ranks [2, 3] only)" in msg
+
+
+def test_collective_failures_anywhere_in_the_block_name_the_rank_others_pass_unchanged(tmp_path):
+    """A gloo timeout in the log window's all-reduce (outside any step) is reported like one in a step."""
+    from megameta.errors import MegaMetaError
+
+    hb = Heartbeat(tmp_path / "hb", 0, 1, timeout_s=15)
+    timeout = RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 15000ms for recv")
+    with pytest.raises(
+        MegaMetaError, match=r"collective failed on rank 0 .* train\.dist_timeout_s=15s"
+    ) as info:
+        with hb.collective_failures_reported():
+            raise timeout
+    assert info.value.__cause__ is timeout  # the backend's own error stays attached
+    shape_bug = ValueError("shape mismatch")
+    with pytest.raises(ValueError) as raised, hb.collective_failures_reported():
+        raise shape_bug
+    assert raised.value is shape_bug
