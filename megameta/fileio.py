@@ -3,8 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from megameta.errors import InputError
+
+
+def require_file(path: str | Path) -> Path:
+    """``path`` as a Path; `InputError` naming it when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    return path
+
+
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-empty line of a JSON-lines file; `InputError` naming the file
+    when it is missing and ``path:line`` for a line that is not a JSON object."""
+    path = Path(path)
+    with open(require_file(path), encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{n}: expected a JSON object")
+            yield n, row
 
 
 def sha256_file(path: str | Path, block: int = 1 << 22) -> str:

@@ -16,6 +16,7 @@ __getattr__, __all__ = lazy_getattr(
     {
         "config": ("CANONICAL_LABELS", "EvalConfig", "TaskConfig"),
         "readers": ("read_aligned", "read_labeled"),
+        "common": ("EvalRun",),
         "classify": ("accuracy", "evaluate_classification", "majority_baseline", "mean_std"),
         "mlm": ("evaluate_mlm",),
         "report": ("format_key_metrics", "key_metrics", "run_evaluation"),

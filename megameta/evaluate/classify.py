@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from megameta.errors import InputError
 from megameta.evaluate.common import (
+    EvalRun,
     batches,
     check_model_dir,
     default_task,
@@ -198,19 +199,13 @@ def _finetune_predict(
     return preds
 
 
-def evaluate_classification(
-    model_dir: str,
-    corpus_dir: str,
-    cfg: EvalConfig,
-    device,
-    progress: bool = True,
-    task: TaskConfig | None = None,
-) -> dict[str, object]:
+def evaluate_classification(run: EvalRun, task: TaskConfig | None = None) -> dict[str, object]:
     """Per test language: accuracy mean/std over seeds, per-seed accuracies, majority baseline, size.
 
     `task` defaults to the demo's topic task. Returns mode, train_lang, labels, pair (sentence-pair
     input), seeds, n_train (per seed), n_train_available, langs (per test language).
     """
+    model_dir, corpus_dir, cfg, device, progress = run
     check_model_dir(model_dir)
     task = task or default_task(cfg, "classify")
     labels, train, raw_tests = load_task_data(task, corpus_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 
@@ -17,6 +18,18 @@ from megameta.evaluate.config import DEFAULT_FIELDS, EvalConfig, TaskConfig
 from megameta.model.config import positions_usable
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+class EvalRun(NamedTuple):
+    """What every task runner (``evaluate_mlm``, ``evaluate_retrieval``, ``evaluate_classification``)
+    needs besides its task: the HF model dir, the corpus dir that relative task paths resolve against,
+    the evaluation settings, the device and whether to show progress bars."""
+
+    model_dir: str
+    corpus_dir: str
+    cfg: EvalConfig
+    device: torch.device
+    progress: bool = True
 
 
 def check_model_dir(model_dir: str) -> None:

@@ -18,6 +18,7 @@ from megameta.data.demo.reader import load_documents
 from megameta.data.masking import IGNORE_INDEX
 from megameta.errors import InputError
 from megameta.evaluate.common import (
+    EvalRun,
     batches,
     check_model_dir,
     default_task,
@@ -26,7 +27,7 @@ from megameta.evaluate.common import (
     quiet_hf,
     resolve,
 )
-from megameta.evaluate.config import EvalConfig, TaskConfig
+from megameta.evaluate.config import TaskConfig
 
 
 def pack_sequences(doc_ids: list[list[int]], max_len: int, bos: int, eos: int) -> list[list[int]]:
@@ -92,17 +93,11 @@ def masked_lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     return float(loss), n
 
 
-def evaluate_mlm(
-    model_dir: str,
-    corpus_dir: str,
-    cfg: EvalConfig,
-    device: torch.device,
-    progress: bool = True,
-    task: TaskConfig | None = None,
-) -> dict[str, dict[str, float | int]]:
+def evaluate_mlm(run: EvalRun, task: TaskConfig | None = None) -> dict[str, dict[str, float | int]]:
     """{lang: {loss (nats per masked token), perplexity = exp(loss), tokens (masked), sequences, docs,
     max_seq_len}} for an mlm task's files (default: the demo's ``mlm_files``); sequences are capped
     at the model's position limit when `cfg.max_seq_len` exceeds it."""
+    model_dir, corpus_dir, cfg, device, progress = run
     from transformers import AutoModelForMaskedLM
 
     check_model_dir(model_dir)

@@ -34,11 +34,12 @@ XTREME's ``utils_preprocess.py`` copies it (``<xx>-en.<xx>`` and ``<xx>-en.en``)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from megameta.data.demo.reader import read_articles, read_languages
 from megameta.errors import InputError
+from megameta.fileio import jsonl_rows, require_file
 
 #: TSV layout name -> (columns it must have, in a header row; text column, pair column, label
 #: column, language column or None). Checked in this order: XNLI's header contains MultiNLI's.
@@ -66,14 +67,6 @@ class LabeledRow:
     line: int
 
 
-def require_file(path: str | Path) -> Path:
-    """`path` as a Path; InputError naming it when it is not a file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    return path
-
-
 def read_labeled(path: str | Path) -> list[LabeledRow]:
     """The labeled rows of a ``.jsonl`` or TSV file (see the module docstring), in file order."""
     path = require_file(path)
@@ -85,25 +78,16 @@ def read_labeled(path: str | Path) -> list[LabeledRow]:
 
 def _read_labeled_jsonl(path: Path) -> list[LabeledRow]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{path}:{n}: expected a JSON object")
-            label = rec.get("label")
-            if label is None:
-                continue
-            if isinstance(label, bool) or not isinstance(label, str | int):
-                raise InputError(f"{path}:{n}: 'label' must be a string, an int or null, got {label!r}")
-            text, pair = rec.get("text"), rec.get("text_pair")
-            if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
-                raise InputError(f"{path}:{n}: needs a string 'text' (and 'text_pair', if any)")
-            rows.append(LabeledRow(text, pair, str(label), None, n))
+    for n, rec in jsonl_rows(path):
+        label = rec.get("label")
+        if label is None:
+            continue
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise InputError(f"{path}:{n}: 'label' must be a string, an int or null, got {label!r}")
+        text, pair = rec.get("text"), rec.get("text_pair")
+        if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
+            raise InputError(f"{path}:{n}: needs a string 'text' (and 'text_pair', if any)")
+        rows.append(LabeledRow(text, pair, str(label), None, n))
     return rows
 
 
@@ -151,22 +135,10 @@ def select_language(rows: list[LabeledRow], lang: str, path: str | Path) -> list
 def read_aligned(path: str | Path) -> dict[int, str]:
     """Item key -> text: a ``.jsonl`` file's records by ``article``, else line i (0-based) -> line i."""
     path = require_file(path)
-    items: dict[int, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        if not path.name.endswith(".jsonl"):
+    if is_line_aligned(path):
+        with open(path, encoding="utf-8") as f:
             return {i: line.rstrip("\r\n") for i, line in enumerate(f)}
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            art, text = (rec.get("article"), rec.get("text")) if isinstance(rec, dict) else (None, None)
-            if not isinstance(art, int) or isinstance(art, bool) or not isinstance(text, str):
-                raise InputError(f"{path}:{n}: needs an int 'article' and a string 'text'")
-            items.setdefault(art, []).append(text)
-    return {art: "\n".join(parts) for art, parts in sorted(items.items())}
+    return read_articles(path)
 
 
 def is_line_aligned(path: str | Path) -> bool:
@@ -176,11 +148,5 @@ def is_line_aligned(path: str | Path) -> bool:
 
 def read_scripts(path: str | Path) -> dict[str, str]:
     """Language -> script from a JSON object language -> {"script": ...} (UDHR ``languages.json``)."""
-    path = require_file(path)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(table, dict):
-        raise InputError(f"{path}: expected a JSON object of languages")
+    table = read_languages(path)
     return {k: str(v["script"]) for k, v in table.items() if isinstance(v, dict) and v.get("script")}

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from megameta.errors import InputError
 from megameta.evaluate.classify import evaluate_classification
-from megameta.evaluate.common import check_model_dir, check_task_files
+from megameta.evaluate.common import EvalRun, check_model_dir, check_task_files
 from megameta.evaluate.config import DEFAULT_TASKS, EvalConfig
 from megameta.evaluate.mlm import evaluate_mlm
 from megameta.evaluate.retrieval import evaluate_retrieval
@@ -59,9 +59,7 @@ def run_evaluation(
     results, timings = {}, {}
     for task in tqdm(tasks, desc="evaluate", disable=not progress):
         start = time.perf_counter()
-        results[task.name] = RUNNERS[task.type](
-            model_dir, corpus_dir, cfg, device, progress=progress, task=task
-        )
+        results[task.name] = RUNNERS[task.type](EvalRun(model_dir, corpus_dir, cfg, device, progress), task)
         timings[task.name] = round(time.perf_counter() - start, 3)
     report = {
         "model_dir": os.path.abspath(model_dir),

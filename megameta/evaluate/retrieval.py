@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from megameta.errors import InputError
 from megameta.evaluate.common import (
+    EvalRun,
     check_model_dir,
     default_task,
     embed_texts,
@@ -21,7 +22,7 @@ from megameta.evaluate.common import (
     load_model_tokenizer,
     resolve,
 )
-from megameta.evaluate.config import EvalConfig, TaskConfig
+from megameta.evaluate.config import TaskConfig
 from megameta.evaluate.readers import is_line_aligned, read_aligned, read_scripts
 
 #: Script of a language no ``scripts`` entry names (as ``udhr/languages.json`` has it).
@@ -86,14 +87,7 @@ def task_scripts(task: TaskConfig, langs: list[str], corpus_dir: str) -> dict[st
     return {lang: task.scripts.get(lang) or table.get(lang) or UNKNOWN_SCRIPT for lang in langs}
 
 
-def evaluate_retrieval(
-    model_dir: str,
-    corpus_dir: str,
-    cfg: EvalConfig,
-    device,
-    progress: bool = True,
-    task: TaskConfig | None = None,
-) -> dict[str, object]:
+def evaluate_retrieval(run: EvalRun, task: TaskConfig | None = None) -> dict[str, object]:
     """Pairwise top-1 retrieval accuracy of a retrieval task (default: the demo's UDHR articles).
 
     A task's ``files`` are all aligned with each other: every ordered pair of its languages is
@@ -104,6 +98,7 @@ def evaluate_retrieval(
     ``chance`` (mean 1/n over pairs), and the means of `summarize_matrix`. Pairs sharing fewer than
     2 items are left out; line-aligned files of different lengths are an `InputError`.
     """
+    model_dir, corpus_dir, cfg, device, progress = run
     check_model_dir(model_dir)
     task = task or default_task(cfg, "retrieval")
     groups = [task.files] if task.files else task.pairs

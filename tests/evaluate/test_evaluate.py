@@ -24,6 +24,7 @@ from megameta.evaluate import (
     split_pairs_by_script,
 )
 from megameta.evaluate.classify import balanced_sample, fit_probe
+from megameta.evaluate.common import EvalRun
 from megameta.evaluate.mlm import eval_mask, pack_sequences
 from megameta.evaluate.retrieval import summarize_matrix
 
@@ -306,6 +307,6 @@ def test_finetune_mode_runs(tiny_model_dir, tiny_corpus_dir):
     cfg = small_config(
         classify_mode="finetune", classify_epochs=1, classify_seeds=[3], classify_test_langs=["fr"]
     )
-    res = evaluate_classification(tiny_model_dir, tiny_corpus_dir, cfg, torch.device("cpu"), progress=False)
+    res = evaluate_classification(EvalRun(tiny_model_dir, tiny_corpus_dir, cfg, torch.device("cpu"), False))
     assert res["mode"] == "finetune" and res["n_train"] == {"3": 12}
     assert 0 <= res["langs"]["fr"]["accuracy_mean"] <= 1 and res["langs"]["fr"]["n_test"] == 11

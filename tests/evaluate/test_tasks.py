@@ -440,11 +440,11 @@ def test_finetune_on_sentence_pairs(tiny_model_dir, task_files):
     import torch
 
     from megameta.evaluate import evaluate_classification
+    from megameta.evaluate.common import EvalRun
 
     cfg = user_config(classify_mode="finetune", classify_epochs=1, classify_seeds=[3])
-    res = evaluate_classification(
-        tiny_model_dir, str(task_files), cfg, torch.device("cpu"), progress=False, task=cfg.tasks[0]
-    )
+    run = EvalRun(tiny_model_dir, str(task_files), cfg, torch.device("cpu"), False)
+    res = evaluate_classification(run, cfg.tasks[0])
     assert res["mode"] == "finetune" and res["pair"] and len(res["labels"]) == 3
     assert {lang: r["n_test"] for lang, r in res["langs"].items()} == {"en": 6, "fr": 8}
     assert all(0.0 <= r["accuracy_mean"] <= 1.0 for r in res["langs"].values())

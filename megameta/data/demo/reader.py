@@ -15,32 +15,16 @@ from typing import Any
 
 from megameta.data.demo.sources import LABELS, UDHR_LANGUAGES_FILE, udhr_file, wiki_file
 from megameta.errors import InputError
-
-
-def _require_file(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    return path
+from megameta.fileio import jsonl_rows, require_file
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield one dict per non-empty line of a JSON-lines file.
+    """Yield one dict per non-empty line of a JSON-lines file (`megameta.fileio.jsonl_rows`).
 
     Raises InputError naming the file when it is missing, and ``path:line`` for a line that is
     not a JSON object.
     """
-    path = Path(path)
-    with open(_require_file(path), encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{n}: expected a JSON object")
-            yield row
+    return (row for _, row in jsonl_rows(path))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -75,28 +59,29 @@ def load_labeled(corpus_dir: str | Path, lang: str, split: str) -> list[tuple[st
     return out
 
 
-def load_udhr_heldout(corpus_dir: str | Path, code: str) -> dict[int, str]:
-    """``{article number: text}`` of ``udhr/heldout/<code>.jsonl``, by article number.
-
-    Records of the same article are joined with a newline. Raises InputError naming the file when
-    it is missing or a record lacks an int ``article`` and a string ``text``.
-    """
-    path = Path(corpus_dir) / udhr_file("heldout", code)
+def read_articles(path: str | Path) -> dict[int, str]:
+    """``{article number: text}`` of a JSON-lines file of ``{"article": int, "text": str}`` records (the
+    UDHR layout), by article number; records of the same article are joined with a newline. Raises
+    InputError naming the file when it is missing and ``path:line`` for a record without an int
+    ``article`` and a string ``text``."""
     articles: dict[int, list[str]] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
+    for n, row in jsonl_rows(path):
         art, text = row.get("article"), row.get("text")
-        if not isinstance(art, int) or not isinstance(text, str):
-            raise InputError(f"{path}: record {n} needs an int 'article' and a string 'text'")
+        if not isinstance(art, int) or isinstance(art, bool) or not isinstance(text, str):
+            raise InputError(f"{path}:{n}: needs an int 'article' and a string 'text'")
         articles.setdefault(art, []).append(text)
     return {art: "\n".join(parts) for art, parts in sorted(articles.items())}
 
 
-def load_udhr_languages(corpus_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``udhr/languages.json``: code -> {bcp47, iso6393, name, direction, script, articles}.
+def load_udhr_heldout(corpus_dir: str | Path, code: str) -> dict[int, str]:
+    """`read_articles` of ``udhr/heldout/<code>.jsonl``."""
+    return read_articles(Path(corpus_dir) / udhr_file("heldout", code))
 
-    Raises InputError naming the file when it is missing or not a JSON object.
-    """
-    path = _require_file(Path(corpus_dir) / UDHR_LANGUAGES_FILE)
+
+def read_languages(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A JSON object of languages (the layout of ``udhr/languages.json``). Raises InputError naming the
+    file when it is missing or not a JSON object."""
+    path = require_file(path)
     try:
         languages = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
@@ -104,6 +89,12 @@ def load_udhr_languages(corpus_dir: str | Path) -> dict[str, dict[str, Any]]:
     if not isinstance(languages, dict):
         raise InputError(f"{path}: expected a JSON object of languages")
     return languages
+
+
+def load_udhr_languages(corpus_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``udhr/languages.json`` (`read_languages`): code -> {bcp47, iso6393, name, direction, script,
+    articles}."""
+    return read_languages(Path(corpus_dir) / UDHR_LANGUAGES_FILE)
 
 
 def udhr_scripts(corpus_dir: str | Path, codes: list[str]) -> dict[str, str]:
@@ -131,7 +122,7 @@ def load_documents(path: str | Path, max_docs: int) -> list[str]:
             if len(docs) >= max_docs:
                 break
         return docs
-    with open(_require_file(path), encoding="utf-8") as f:
+    with open(require_file(path), encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 docs.append(line.rstrip("\n"))
