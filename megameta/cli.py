@@ -79,7 +79,14 @@ def cmd_train(args) -> int:
             names = ", ".join(p.name for p in cfg.phases + cfg.baseline) or "none"
             raise ConfigError(f"--phase is required when the config has several phases ({names})")
         phase = cfg.phases[0].name
-    return train_phase(cfg, phase)
+    code = train_phase(cfg, phase)
+    # The phase has ended and closed everything it wrote (checkpoint, DONE.json, train log, TensorBoard)
+    # and torn down its process group. Interpreter finalization after gloo and DeepSpeed ran can still
+    # abort a rank ("terminate called without an active exception") and fail a finished job, so the
+    # process ends here, without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_convert(args) -> int:
