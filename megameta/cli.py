@@ -83,7 +83,11 @@ def cmd_train(args) -> int:
     # The phase has ended and closed everything it wrote (checkpoint, DONE.json, train log, TensorBoard)
     # and torn down its process group. Interpreter finalization after gloo and DeepSpeed ran can still
     # abort a rank ("terminate called without an active exception") and fail a finished job, so the
-    # process ends here, without it.
+    # process ends here, without it. MPI (launcher mpirun) must still be finalized, or mpirun reports the
+    # rank as having exited improperly.
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
