@@ -83,11 +83,7 @@ def cmd_train(args) -> int:
     # The phase has ended and closed everything it wrote (checkpoint, DONE.json, train log, TensorBoard)
     # and torn down its process group. Interpreter finalization after gloo and DeepSpeed ran can still
     # abort a rank ("terminate called without an active exception") and fail a finished job, so the
-    # process ends here, without it. MPI (launcher mpirun) must still be finalized, or mpirun reports the
-    # rank as having exited improperly.
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        mpi.Finalize()
+    # process ends here, without it (train_phase has finalized MPI, which mpirun checks).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -75,13 +75,11 @@ def replay_cpu_adam_steps(engine) -> int:
     opt = getattr(engine.optimizer, "optimizer", engine.optimizer)
     if not isinstance(opt, DeepSpeedCPUAdam):
         return 0
-    steps = [int(state["step"]) for state in opt.state.values() if "step" in state]
-    if not steps:
-        return 0
+    step = max((int(state["step"]) for state in opt.state.values() if "step" in state), default=0)
     group = opt.param_groups[0]
     beta1, beta2 = group["betas"]
     scratch = [torch.zeros(1) for _ in range(4)]  # param, grad, exp_avg, exp_avg_sq
-    for t in range(1, max(steps) + 1):
+    for t in range(1, step + 1):
         opt.ds_opt_adam.adam_update(opt.opt_id, t, 0.0, beta1, beta2, group["eps"], 0.0, group["bias_correction"],
                                     *scratch)  # fmt: skip
-    return max(steps)
+    return step
