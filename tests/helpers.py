@@ -80,7 +80,9 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+    # The checkout first; an existing PYTHONPATH stays after it (the GPU machine's carried wheels).
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": path})
     env.update(extra)
     return env
 

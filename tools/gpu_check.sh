@@ -68,11 +68,11 @@ run_step() {
 }
 
 # 1. CUDA-only tests (marked `gpu`; they skip on CPU machines).
-run_step cuda_tests 150 "passed|failed|skipped|error" 3 \
+run_step cuda_tests 170 "passed|failed|skipped|error" 3 \
     "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/
 
 # 2. Two phases + convert (logits verified against transformers) + evaluate, bf16 on the GPU.
-run_step pipeline 240 "^\[pipeline\]|done:|verified|report|key numbers" 20 \
+run_step pipeline 180 "^\[pipeline\]|done:|verified|report|key numbers" 20 \
     "$PYTHON" - "$OUT/pipeline_run" <<'PY'
 import sys
 from pathlib import Path
@@ -98,7 +98,7 @@ sys.exit(main(["pipeline", "--config", str(write_config(root / "config.yaml", cf
 PY
 
 # 3. Throughput: XLM-R base, sequence 512, bf16, one GPU, ours vs XLMRobertaForMaskedLM.
-run_step gpu_throughput 180 "^NVIDIA|^[A-Z].*GB|FLOPs|model |^ours|^hf|ratio" 10 \
+run_step gpu_throughput 140 "^NVIDIA|^[A-Z].*GB|FLOPs|model |^ours|^hf|ratio" 10 \
     "$PYTHON" bench/gpu_throughput.py
 
 {

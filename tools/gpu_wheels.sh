@@ -5,7 +5,7 @@
 # The list is what MegaMeta needs beyond an image that already has torch (CUDA), transformers,
 # tokenizers, sentencepiece, safetensors, tensorboard, numpy, pyyaml, tqdm, psutil, ninja, py-cpuinfo,
 # msgpack, einops, nvidia-ml-py, mpi4py, matplotlib, pyarrow and pandas: DeepSpeed and its pure-Python
-# needs, and Hugging Face datasets (only `hf:` sources read it). Versions are the ones the CPU venv
+# needs, zstandard (.zst corpora), and Hugging Face datasets (only `hf:` sources read it). Versions are the ones the CPU venv
 # was tested with. DeepSpeed ships only a source archive on PyPI: it is built here into a
 # py3-none-any wheel (no ops prebuilt: they JIT-compile on the GPU machine), which needs a Python
 # that has torch ($BUILD_PYTHON, default .venv/bin/python).
@@ -19,7 +19,7 @@ PY_VERSION=${PY_VERSION:-3.12}
 BUILD_PYTHON=${BUILD_PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 WHEELS=(
     pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-    typing-extensions==4.16.0 hjson==3.1.0
+    typing-extensions==4.16.0 hjson==3.1.0 zstandard==0.25.0
     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 )
 DEEPSPEED=deepspeed==0.19.8

@@ -20,6 +20,13 @@ def _weights(run, step):
     return consolidated_state_dict(run / "meta" / "checkpoints" / ckpt.tag_for(step))
 
 
+def _ranks(precision: str) -> int:
+    """2 ranks; fp16 runs on GPUs (NCCL, one GPU per rank), so on a one-GPU machine it runs on 1."""
+    import torch
+
+    return 2 if precision != "fp16" or torch.cuda.device_count() >= 2 else 1
+
+
 @pytest.mark.parametrize(
     "precision", ["bf16", pytest.param("fp16", marks=pytest.mark.gpu)]
 )  # gpu: tools/gpu_check.sh
@@ -28,13 +35,15 @@ def test_nan_on_one_rank_and_a_spike_are_skipped_with_state_untouched(prepared, 
 
     if precision == "fp16" and not get_accelerator().is_fp16_supported():
         pytest.skip("fp16 needs an accelerator that supports it (GPU); this one does not")
+    ranks = _ranks(precision)
     run, cfg = make_run(prepared, tmp_path, save_every=1, keep_last=10, precision=precision,
                         deepspeed_config="ds_configs/zero1.json")  # fmt: skip
-    proc = train(cfg, 2, *GUARD, env={"MEGAMETA_FAULT": "nan@forward:3:1,spike@forward:5"})
+    proc = train(cfg, ranks, *GUARD, env={"MEGAMETA_FAULT": f"nan@forward:3:{ranks - 1},spike@forward:5"})
     out = proc.stdout
     assert "[guard] step 3 skipped: non-finite loss" in out, out[-3000:]
     assert "[guard] step 5 skipped: loss spike" in out
-    assert "samples 16..23 did not update the model" in out  # step 3 of 8 samples per step
+    per_step = 4 * ranks  # micro-batch 4 per rank
+    assert f"samples {2 * per_step}..{3 * per_step - 1} did not update the model" in out  # step 3
     rows = {r["step"]: r for r in log_rows(run)}
     assert [rows[s]["skipped_steps"] for s in range(1, 7)] == [0, 0, 1, 1, 2, 2]
     assert rows[3]["lr"] == rows[2]["lr"] and rows[4]["lr"] != rows[3]["lr"]  # scheduler held on a skip

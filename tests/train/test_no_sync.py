@@ -35,6 +35,7 @@ def test_training_micro_steps_do_not_synchronize(prepared, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
 def test_training_micro_steps_do_not_synchronize_on_cuda(prepared, tmp_path):
     proc = _probe(prepared, tmp_path, "cuda")
