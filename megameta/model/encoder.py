@@ -249,20 +249,30 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     The gradients are computed in forward, chunk by chunk, while each chunk's logits are alive:
     only a [chunk, V] block ever exists, and nothing is recomputed in backward (which would cost
-    another pass over the vocabulary, the model's largest matmul). Backward just scales them.
+    another pass over the vocabulary, the model's largest matmul). Backward scales them in place
+    and hands them on, so the [V, H] weight gradient is never copied.
+
+    What lives from forward to backward is that gradient in the weight's own dtype: fp32 weights
+    keep it in fp32; bf16 weights fold the mean's 1/n into the softmax gradient and keep it in
+    bf16 (a single chunk multiplies straight into bf16; several are summed in fp32 while the
+    chunks run and rounded once at the end). fp16 keeps an fp32 buffer: an unscaled gradient would
+    underflow in fp16 before backward applies the loss scale.
     Returns ``(mean loss, per-token losses)``, both fp32; the second is not differentiable.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, targets: Tensor, chunk: int):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        # Low-precision weights accumulate their gradient in fp32 across chunks.
+        n = x.shape[0]
+        fold = weight.dtype == torch.bfloat16
         acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
         grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_w = None
+        if need_w and not (fold and n <= chunk):
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-        losses = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-        for start in range(0, x.shape[0], chunk):
+        losses = torch.empty(n, dtype=torch.float32, device=x.device)
+        for start in range(0, n, chunk):
             xs, ts = x[start : start + chunk], targets[start : start + chunk]
             logits = torch.addmm(bias, xs, weight.t()).float()
             lse = torch.logsumexp(logits, dim=-1)
@@ -271,26 +281,36 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 # d(loss_i)/d(logits_i) = softmax_i - onehot(target_i), reusing the logits buffer.
                 probs = logits.sub_(lse[:, None]).exp_()
                 probs[torch.arange(len(ts), device=ts.device), ts] -= 1.0
+                if fold:
+                    probs.mul_(1.0 / n)
                 if need_b:
                     grad_b += probs.sum(0)
                 probs = probs.to(weight.dtype)
                 if need_x:
                     grad_x[start : start + chunk] = probs @ weight
                 if need_w:
-                    _accumulate(grad_w, probs.t(), xs)
+                    if grad_w is None:  # bf16, one chunk: the product in bf16, no fp32 [V, H] at all
+                        grad_w = probs.t() @ xs
+                    else:
+                        _accumulate(grad_w, probs.t(), xs)
+        if fold and grad_w is not None and grad_w.dtype != weight.dtype:
+            grad_w = grad_w.to(weight.dtype)  # several chunks' fp32 sum, rounded once; the fp32 copy is freed
         ctx.save_for_backward(grad_x, grad_w, grad_b)
-        ctx.n, ctx.dtypes = x.shape[0], (weight.dtype, bias.dtype)
+        ctx.n, ctx.fold, ctx.dtypes, ctx.done = n, fold, (weight.dtype, bias.dtype), False
         ctx.mark_non_differentiable(losses)
         return losses.mean(), losses
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_losses: Tensor):
+        if ctx.done:  # the saved gradients were scaled in place by the first backward
+            raise RuntimeError("the masked-LM head supports one backward per forward (no retain_graph)")
+        ctx.done = True
         grad_x, grad_w, grad_b = ctx.saved_tensors
-        scale = grad_loss / ctx.n
+        scale = grad_loss if ctx.fold else grad_loss / ctx.n
         w_dtype, b_dtype = ctx.dtypes
         return (
             None if grad_x is None else grad_x * scale.to(grad_x.dtype),
-            None if grad_w is None else (grad_w * scale).to(w_dtype),
+            None if grad_w is None else grad_w.mul_(scale).to(w_dtype),
             None if grad_b is None else (grad_b * scale).to(b_dtype),
             None,
             None,

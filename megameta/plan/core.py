@@ -142,6 +142,7 @@ def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
         seq,
         cfg.data.mask_prob,
         mc.loss_chunk_size,
+        2 if cfg.train.precision == "bf16" else 4,
     )
     states = mem.model_states(n_params, largest, z, cluster.world)
     fixed = states["total"] + mem.buffers(z)

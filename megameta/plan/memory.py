@@ -128,6 +128,7 @@ class Shape:
     seq_len: int
     mask_prob: float
     loss_chunk: int
+    head_grad_elem: int = 4  # bytes per element of the head's weight gradient: 2 in bf16, else 4
 
 
 def activations(shape: Shape, micro_batch: int, elem: int, checkpointing: bool) -> dict[str, int]:
@@ -146,7 +147,7 @@ def activations(shape: Shape, micro_batch: int, elem: int, checkpointing: bool) 
     chunk = min(shape.loss_chunk, masked)
     head = (
         5 * masked * h * elem  # gathered rows, dense output, GELU input, LayerNorm output, grad_x
-        + 4 * shape.vocab * h  # fp32 decoder-weight gradient, alive from forward to backward
+        + shape.head_grad_elem * shape.vocab * h  # decoder-weight gradient, alive from forward to backward
         + chunk * shape.vocab * (4 + elem)  # one fp32 logits chunk and its low-precision softmax grad
     )
     out = {"layers": int(layers), "embeddings": int(embeddings), "head": int(head)}

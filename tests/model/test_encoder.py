@@ -87,6 +87,47 @@ def test_chunked_masked_loss_equals_full_vocabulary_ce() -> None:
     assert abs(out.loss.item() - F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1)).item()) < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("chunk", [5, 64])
+def test_head_keeps_only_the_weights_dtype_gradient_until_backward(dtype: torch.dtype, chunk: int) -> None:
+    """What the masked head saves for backward: the [V, H] weight gradient in the weight's own dtype
+    (fp32 only for fp16, whose unscaled gradient would underflow), scaled in place in backward (the
+    returned gradient is the saved buffer for fp32 and bf16) and equal to autograd's within the dtype's
+    precision, with one chunk (bf16 multiplies straight into bf16) or several (fp32 sum, rounded once)."""
+    from megameta.model.encoder import _ChunkedLinearCrossEntropy
+
+    torch.manual_seed(0)
+    n, v, h = 40, 300, 16
+    x = torch.randn(n, h, dtype=dtype, requires_grad=True)
+    w = (0.1 * torch.randn(v, h)).to(dtype).requires_grad_()
+    b = torch.zeros(v, dtype=dtype, requires_grad=True)
+    t = torch.randint(0, v, (n,))
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss, _ = _ChunkedLinearCrossEntropy.apply(x, w, b, t, chunk)
+    big = [(s.dtype, s.data_ptr()) for s in saved if s.shape == w.shape]
+    assert len(big) == 1 and big[0][0] == (torch.float32 if dtype == torch.float16 else dtype)
+    saved.clear()  # only the graph holds the buffer now, as in training
+    (2.0 * loss).backward()  # a non-unit upstream gradient, as under loss scaling or accumulation
+    if dtype != torch.float16:
+        assert w.grad.data_ptr() == big[0][1]  # handed on to .grad, not copied
+    ref_x, ref_w = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    (2.0 * F.cross_entropy(ref_x @ ref_w.t() + b.detach().double(), t)).backward()
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    for got, ref in ((w.grad, ref_w.grad), (x.grad, ref_x.grad)):
+        assert got.dtype == dtype
+        assert ((got.double() - ref).norm() / ref.norm()).item() < tol
+    with pytest.raises(RuntimeError, match="one backward per forward"):
+        loss2, _ = _ChunkedLinearCrossEntropy.apply(x, w, b, t, chunk)
+        loss2.backward(retain_graph=True)
+        loss2.backward()
+
+
 @pytest.mark.parametrize("padded", [False, True])
 def test_host_given_masked_index_and_sdpa_mask_give_identical_loss_and_grads(padded: bool) -> None:
     """The trainer's sync-free call (masked positions and padding known on the host) is bit-identical."""
