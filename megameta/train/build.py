@@ -83,6 +83,22 @@ def model_config(cfg: RunConfig, vocab_size: int) -> ModelConfig:
     return mc
 
 
+def build_model(model_cfg: ModelConfig, ds_config: dict) -> torch.nn.Module:
+    """The phase's model. Under ZeRO-3 it is built inside ``deepspeed.zero.Init``: each module's
+    parameters are partitioned across the ranks as soon as the module exists, so no rank ever holds
+    the whole model (``tests/train/test_zero_init.py`` measures each rank's peak). The initial
+    weights are the same as an unpartitioned build's: DeepSpeed runs the weight init (``apply``) on
+    each module's gathered parameters, drawing the same random numbers in the same order."""
+    from megameta.model import XLMRForMaskedLM
+
+    if ds_config.get("zero_optimization", {}).get("stage", 0) != 3:
+        return XLMRForMaskedLM(model_cfg)
+    import deepspeed
+
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        return XLMRForMaskedLM(model_cfg)
+
+
 def build_engine(
     cfg: RunConfig,
     phase: ResolvedPhase,

@@ -220,7 +220,7 @@ class Checkpointer:
         tags = ckpt.list_tags(self.root)
         if tags:
             return sum(p.stat().st_size for p in (self.root / tags[-1]).rglob("*") if p.is_file())
-        return 16 * sum(p.numel() for p in engine.module.parameters()) + (1 << 20)
+        return 16 * sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters()) + (1 << 20)
 
     def _agree(self, error: str | None) -> str | None:
         """Every rank learns whether any rank failed (and the first failing rank's reason)."""
@@ -237,25 +237,62 @@ class Checkpointer:
 
 def load_init_weights(model: torch.nn.Module, init: InitFrom, phase: str, log: Callable[[str], None]) -> dict:
     """Phase hand-off: the weights only (optimizer and schedule start fresh). Returns the provenance
-    recorded in DONE.json: the source and the sha256 of the weights as loaded."""
+    recorded in DONE.json: the source and the sha256 of the weights as loaded.
+
+    A model partitioned by ZeRO-3 (built under ``zero.Init``) is loaded one parameter at a time: rank 0
+    reads the source and writes each gathered parameter, which DeepSpeed then re-partitions, so no
+    other rank reads the file or holds the whole model. Every rank raises the same error."""
     from megameta.checkpoint import load_weights, state_dict_digest
 
-    if not init.path.exists():
-        hint = f" (train phase '{init.phase}' first)" if init.phase else ""
-        raise InputError(f"phases: {phase}.init_from: {init.path} does not exist{hint}")
-    state, where = load_weights(init.path)
-    own = model.state_dict()
+    shapes = {
+        name: tuple(getattr(p, "ds_shape", p.shape))
+        for name, p in model.named_parameters(remove_duplicate=False)
+    }
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+    reader = not partitioned or dist.get_rank() == 0
+    state, found, error = {}, [None, None], None
+    if reader:
+        try:
+            if not init.path.exists():
+                hint = f" (train phase '{init.phase}' first)" if init.phase else ""
+                raise InputError(f"phases: {phase}.init_from: {init.path} does not exist{hint}")
+            state, where = load_weights(init.path)
+            _check_fits(state, shapes, where)
+            found = [str(where), state_dict_digest(state)]
+        except InputError as exc:
+            error = str(exc)
+    if partitioned:
+        shared = [error, *found]
+        dist.broadcast_object_list(shared, src=0)
+        error, *found = shared
+    if error is not None:
+        raise InputError(error)
+    if partitioned:
+        import deepspeed
+
+        for name, p in model.named_parameters():
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=0), torch.no_grad():
+                if reader:
+                    p.copy_(state[name])
+    else:
+        model.load_state_dict(state, strict=False)
+    where, digest = found
+    log(f"[train] {phase}: initialized from {where} (weights sha256 {digest[:12]})")
+    return {"source": where, "weights_sha256": digest}
+
+
+def _check_fits(state: dict[str, torch.Tensor], shapes: dict[str, tuple], where: Path) -> None:
+    """InputError unless ``state`` holds exactly the model's parameters (the tied decoder weight may
+    be absent), each in the model's shape."""
     for name, tensor in state.items():
-        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+        if name in shapes and shapes[name] != tuple(tensor.shape):
             raise InputError(
-                f"{where}: {name} has shape {list(tensor.shape)} but the model needs {list(own[name].shape)} "
+                f"{where}: {name} has shape {list(tensor.shape)} but the model needs {list(shapes[name])} "
                 f"(different vocabulary or model size?)"
             )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("lm_head.decoder.weight")]:
+    missing = [k for k in shapes if k not in state and not k.endswith("lm_head.decoder.weight")]
+    unexpected = [k for k in state if k not in shapes]
+    if missing or unexpected:
         raise InputError(
             f"{where}: weights do not fit model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    digest = state_dict_digest(model.state_dict())
-    log(f"[train] {phase}: initialized from {where} (weights sha256 {digest[:12]})")
-    return {"source": str(where), "weights_sha256": digest}

@@ -9,11 +9,12 @@ from megameta.train.ds_config import uses_offload
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm weights (1-D parameters)."""
+    """AdamW groups: no weight decay on biases and LayerNorm weights (1-D parameters). A parameter
+    partitioned by ``zero.Init`` is judged by its full shape (``ds_shape``), not its empty placeholder."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
+            (no_decay if len(getattr(p, "ds_shape", p.shape)) < 2 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

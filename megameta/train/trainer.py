@@ -77,10 +77,8 @@ class Trainer:
         signal.signal(signal.SIGUSR1, self._on_signal)
 
     def _model(self) -> torch.nn.Module:
-        from megameta.model import XLMRForMaskedLM
-
         self.model_cfg = build.model_config(self.cfg, len(self.vocab))
-        model = XLMRForMaskedLM(self.model_cfg)
+        model = build.build_model(self.model_cfg, self.ds_config)
         if self.phase.init_from is not None:
             self.init_source = load_init_weights(model, self.phase.init_from, self.phase.name, self._print)
         return model
