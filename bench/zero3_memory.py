@@ -63,6 +63,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from megameta.model import ModelConfig, to_hf_config
     from megameta.train.build import build_model
+    from megameta.train.dist import exit_process
 
     deepspeed.init_distributed("gloo")
     rank = int(os.environ["RANK"])
@@ -96,6 +97,8 @@ def worker(args: argparse.Namespace) -> None:
         json.dumps({"rank": rank, "model": args.worker, "growth": peak - before, "loss": float(loss)}),
         flush=True,
     )
+    torch.distributed.destroy_process_group()
+    exit_process(0)
 
 
 def run(model: str, argv: list[str]) -> list[int]:

@@ -68,6 +68,7 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from megameta.train.dist import exit_process
     from megameta.train.entry import train_phase
 
     cfg = _load(args)
@@ -80,13 +81,9 @@ def cmd_train(args) -> int:
             raise ConfigError(f"--phase is required when the config has several phases ({names})")
         phase = cfg.phases[0].name
     code = train_phase(cfg, phase)
-    # The phase has ended and closed everything it wrote (checkpoint, DONE.json, train log, TensorBoard)
-    # and torn down its process group. Interpreter finalization after gloo and DeepSpeed ran can still
-    # abort a rank ("terminate called without an active exception") and fail a finished job, so the
-    # process ends here, without it (train_phase has finalized MPI, which mpirun checks).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # The phase has closed everything it wrote (checkpoint, DONE.json, train log, TensorBoard), torn
+    # down its process group and finalized MPI (which mpirun checks): end without finalization.
+    exit_process(code)
 
 
 def cmd_convert(args) -> int:

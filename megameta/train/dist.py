@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
+import sys
 import zlib
+from typing import NoReturn
 
 
 def slurm_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -128,3 +130,13 @@ def all_reduce_host(device, tensor):
     on_device = tensor.to(device)
     dist.all_reduce(on_device)
     return on_device.cpu()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that has finished its distributed work (files closed, process group torn down)
+    without interpreter finalization: there, the destructors of gloo's and DeepSpeed's native objects
+    can abort a finished rank ("terminate called without an active exception", exit -6) and fail a
+    job that succeeded. Output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

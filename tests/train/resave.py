@@ -6,13 +6,13 @@ usage: python -m torch.distributed.run --nproc_per_node N tests/train/resave.py 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
 
 from megameta.config import load_config
+from megameta.train.dist import exit_process
 from megameta.train.trainer import Trainer
 
 if __name__ == "__main__":
@@ -24,7 +24,4 @@ if __name__ == "__main__":
     trainer.save()
     dist.barrier()
     dist.destroy_process_group()
-    # As `megameta train` does: skip interpreter finalization, where DeepSpeed's and gloo's objects
-    # are torn down in an order that can abort a finished process ("terminate called ...", -6).
-    sys.stdout.flush()
-    os._exit(0)
+    exit_process(0)

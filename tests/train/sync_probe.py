@@ -25,6 +25,7 @@ import torch
 
 from megameta.config import load_config
 from megameta.train import trainer as trainer_mod
+from megameta.train.dist import exit_process
 from megameta.train.entry import train_phase
 
 #: Tensor methods whose result needs the device's values on the host.
@@ -145,4 +146,4 @@ if __name__ == "__main__":
     self_check()
     code = train_phase(load_config(sys.argv[1]), sys.argv[2])
     print(f"micro-steps checked: {ACTIVE['checked']}", flush=True)
-    sys.exit(code)
+    exit_process(code)

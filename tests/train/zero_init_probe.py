@@ -29,6 +29,7 @@ from megameta.errors import InputError
 from megameta.model import ModelConfig
 from megameta.train.build import build_model, seed_everything
 from megameta.train.checkpointer import load_init_weights
+from megameta.train.dist import exit_process
 from megameta.train.optim import param_groups
 
 SIZE = ModelConfig(  # 335M parameters, no tensor over 131 MB: "the whole model" is unmistakable in RSS
@@ -91,6 +92,9 @@ def main() -> None:
     kind = sys.argv[1]
     result = size(int(sys.argv[2])) if kind == "size" else tiny(Path(sys.argv[2]), Path(sys.argv[3]))
     print(json.dumps({"rank": int(os.environ.get("RANK", 0)), **result}), flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    exit_process(0)
 
 
 if __name__ == "__main__":
