@@ -116,22 +116,14 @@ def _run_config(args: argparse.Namespace, root: Path) -> dict:
     }  # fmt: skip
 
 
-def _write_config(args: argparse.Namespace, root: Path) -> Path:
-    import yaml
-
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(_run_config(args, root)))
-    return path
-
-
 def trainer_ds_config(args: argparse.Namespace) -> dict:
     """The DeepSpeed config ``megameta train`` renders for this shape on one GPU (fp32 gradient
     accumulation in bf16, the trainer's bucket sizes), for the plain loops."""
-    from megameta.config import load_config
+    from megameta.config import RunConfig
+    from megameta.configtools import from_dict
     from megameta.train.ds_config import render_ds_config
 
-    with tempfile.TemporaryDirectory(prefix="gpu_throughput-") as tmp:
-        cfg = load_config(str(_write_config(args, Path(tmp))))
+    cfg = from_dict(RunConfig, _run_config(args, Path(tempfile.gettempdir())))
     return render_ds_config(cfg.train, 1, cfg.optim.grad_clip, True, True, check_ops=False)
 
 
@@ -142,9 +134,11 @@ def through_trainer(args: argparse.Namespace, root: Path) -> tuple[float, float 
     TensorBoard over the windows after the first."""
     import random
 
+    import yaml
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from megameta.config import load_config
+    from megameta.config import RunConfig
+    from megameta.configtools import from_dict
 
     synthetic_tokenizer(root / "run" / "tokenizer", args.vocab - 2)  # + <pad>, <mask> in XLM-R's layout
     rng = random.Random(0)
@@ -154,7 +148,9 @@ def through_trainer(args: argparse.Namespace, root: Path) -> tuple[float, float 
             f.write(
                 json.dumps({"text": " ".join(f"w{rng.randrange(args.vocab - 5)}" for _ in range(200))}) + "\n"
             )
-    path = _write_config(args, root)
+    cfg = _run_config(args, root)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
@@ -167,7 +163,7 @@ def through_trainer(args: argparse.Namespace, root: Path) -> tuple[float, float 
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[:6])} ... failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    events = EventAccumulator(str(load_config(str(path)).layout.phase("meta").tensorboard))
+    events = EventAccumulator(str(from_dict(RunConfig, cfg).layout.phase("meta").tensorboard))
     events.Reload()
 
     def median(tag: str) -> float | None:

@@ -7,8 +7,8 @@ of positions masked). Ours is built through the trainer's ``build_model`` (under
 transformers' is built whole and partitioned by ``deepspeed.initialize``, so only the steps are
 compared: the peak RSS is reset once the engine exists. A rank's figure is its peak RSS during the
 steps minus its RSS just before the model was built: its share of the weights, gradients and
-optimizer state plus the step's activations, without the interpreter and libraries. glibc is told to return freed
-memory to the OS at once (``MALLOC_MMAP_THRESHOLD_``), so RSS is what a process holds.
+optimizer state plus the step's activations, without the interpreter and libraries. glibc is told
+to return freed memory to the OS at once (``MALLOC_MMAP_THRESHOLD_``), so RSS is what a process holds.
 
     python bench/zero3_memory.py                 # 4 x 256 model, vocab 250002, batch 16 x 128
     python bench/zero3_memory.py --batch 32 --seq 256

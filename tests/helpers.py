@@ -274,3 +274,19 @@ def synthetic_checkpoint(root: Path, step: int, files: dict[str, bytes] | None =
                   model={"preset": "custom", "vocab_size": 100}, zero_stage=2, precision="fp32",
                   langs=["en"], lang_samples=[8 * step], lang_tokens=[256 * step])  # fmt: skip
     return finalize(root, tag, CheckpointMeta(**{**fields, **meta}))
+
+
+def save_hf_model(path: Path, cfg, seed: int) -> dict:
+    """Our model initialized under ``seed``, saved as a Hugging Face model dir at ``path`` (what a
+    phase hand-off reads); returns its state dict."""
+    import torch
+    from transformers import XLMRobertaForMaskedLM
+
+    from megameta.model import XLMRForMaskedLM, to_hf_config
+
+    torch.manual_seed(seed)
+    ours = XLMRForMaskedLM(cfg)
+    hf = XLMRobertaForMaskedLM(to_hf_config(ours.cfg))
+    hf.load_state_dict(ours.state_dict())
+    hf.save_pretrained(path)
+    return ours.state_dict()

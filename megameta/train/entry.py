@@ -25,5 +25,5 @@ def train_phase(cfg: RunConfig, phase_name: str) -> int:
         dist.destroy_process_group()
     mpi = sys.modules.get("mpi4py.MPI")  # under mpirun, DeepSpeed discovered the ranks through mpi4py
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        mpi.Finalize()  # before the CLI's os._exit skips mpi4py's own atexit finalize
+        mpi.Finalize()  # before the CLI's exit_process skips mpi4py's own atexit finalize
     return code

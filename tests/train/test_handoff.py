@@ -4,16 +4,15 @@ recorded digest, and clear errors naming the source. The ZeRO-3 case is in ``tes
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import XLMRobertaForMaskedLM
+from helpers import save_hf_model
 
 from megameta.checkpoint import state_dict_digest
 from megameta.config import InitFrom
 from megameta.errors import InputError
-from megameta.model import ModelConfig, XLMRForMaskedLM, to_hf_config
+from megameta.model import ModelConfig, XLMRForMaskedLM
 from megameta.train.checkpointer import load_init_weights
 
 TINY = ModelConfig(
@@ -21,17 +20,8 @@ TINY = ModelConfig(
 )
 
 
-def _hf_dir(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    ours = XLMRForMaskedLM(cfg)
-    hf = XLMRobertaForMaskedLM(to_hf_config(ours.cfg))
-    hf.load_state_dict(ours.state_dict())
-    hf.save_pretrained(path)
-    return ours.state_dict()
-
-
 def test_handoff_loads_the_weights_and_records_their_digest(tmp_path):
-    source = _hf_dir(tmp_path / "hf", TINY)
+    source = save_hf_model(tmp_path / "hf", TINY, seed=1)
     torch.manual_seed(2)
     model = XLMRForMaskedLM(TINY)
     logged: list[str] = []
@@ -45,7 +35,7 @@ def test_handoff_loads_the_weights_and_records_their_digest(tmp_path):
 
 
 def test_handoff_errors_name_the_source_and_what_is_wrong(tmp_path):
-    _hf_dir(tmp_path / "big", dataclasses.replace(TINY, vocab_size=400))
+    save_hf_model(tmp_path / "big", dataclasses.replace(TINY, vocab_size=400), seed=1)
     model = XLMRForMaskedLM(TINY)
     with pytest.raises(InputError, match=r"big: .* has shape \[400.*but the model needs \[300"):
         load_init_weights(model, InitFrom(path=tmp_path / "big", phase=None), "xlingual", print)

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import cli_env
+from helpers import cli_env, save_hf_model
 
-from megameta.model import ModelConfig, XLMRForMaskedLM, to_hf_config
+from megameta.model import ModelConfig
 from megameta.train.dist import free_port
 
 pytestmark = pytest.mark.slow
@@ -52,22 +51,12 @@ def test_zero3_build_keeps_each_rank_below_the_full_model(tmp_path):
         )
 
 
-def _hf_dir(path: Path, cfg: ModelConfig, seed: int) -> Path:
-    from transformers import XLMRobertaForMaskedLM
-
-    torch.manual_seed(seed)
-    ours = XLMRForMaskedLM(cfg)
-    hf = XLMRobertaForMaskedLM(to_hf_config(ours.cfg))
-    hf.load_state_dict(ours.state_dict())
-    hf.save_pretrained(path)
-    return path
-
-
 def test_zero3_init_is_bit_identical_and_the_handoff_loads_into_partitions(tmp_path):
     tiny = ModelConfig(preset="custom", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                        intermediate_size=128)  # fmt: skip
-    good = _hf_dir(tmp_path / "good", tiny, seed=3)
-    bad = _hf_dir(tmp_path / "bad", dataclasses.replace(tiny, vocab_size=1200), seed=3)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    save_hf_model(good, tiny, seed=3)
+    save_hf_model(bad, dataclasses.replace(tiny, vocab_size=1200), seed=3)
     rows = _probe(tmp_path, 2, "tiny", str(good), str(bad))
     for r in rows:
         assert r["partitioned"] and r["init_identical"] and r["decay_groups_same"], r
