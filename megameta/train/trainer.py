@@ -104,20 +104,20 @@ class Trainer:
 
     def _resume(self) -> None:
         loaded = self.checkpointer.load(self.engine)
-        if loaded is None:
-            return
-        state, rng_restored = loaded
-        self.load_state_dict(state)
-        if not rng_restored:
-            self._print(
-                f"[train] world size changed ({state['world_size']} -> {self.world}): data stream continues, RNG reseeded"
-            )
-            build.seed_everything(self.cfg.train.seed + self.step)
-        # Rows logged after this checkpoint by the interrupted run are replayed now: drop them.
+        if loaded is not None:
+            state, rng_restored = loaded
+            self.load_state_dict(state)
+            if not rng_restored:
+                self._print(
+                    f"[train] world size changed ({state['world_size']} -> {self.world}): data stream continues, RNG reseeded"
+                )
+                build.seed_everything(self.cfg.train.seed + self.step)
+            self._print(f"[train] resumed {self.phase.name} from {self.checkpointer.resume_tag} "
+                        f"(step {self.step}, {self.tokens_seen:,} tokens)")  # fmt: skip
+        # Rows logged past this step by an interrupted run (one killed before its first checkpoint
+        # too) are replayed now: drop them.
         truncate_jsonl_after(self.layout.sample_log(self.rank), self.step)
         self.log.truncate_after(self.step)
-        self._print(f"[train] resumed {self.phase.name} from {self.checkpointer.resume_tag} "
-                    f"(step {self.step}, {self.tokens_seen:,} tokens)")  # fmt: skip
 
     def save(self) -> None:
         """Checkpoint the current step (atomically); then the evaluation suite when it is due."""

@@ -65,6 +65,7 @@ def reference(prepared, tmp_path_factory):
     "fault",
     [
         "sigkill@backward:3:1",  # one rank dies mid-step
+        "sigkill@backward:2:1",  # ... before the first checkpoint: the restart replays step 1's log row
         "sigkill@save:4:0",  # rank 0 dies after writing its files, before the checkpoint is finalized
         "all-ranks",  # every process of the job is killed at a random step
     ],
