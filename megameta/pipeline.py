@@ -30,19 +30,16 @@ def say(msg: str) -> None:
 
 
 def ensure_corpus(cfg: RunConfig) -> None:
-    from megameta.data.demo.sources import MANIFEST_NAME
-
     corpus = Path(cfg.corpus.dir)
-    if (corpus / MANIFEST_NAME).exists():
-        return
     if not cfg.corpus.demo:
         if not corpus.exists():
             raise InputError(f"corpus.dir: {corpus} does not exist")
         return
-    from megameta.data.demo import fetch_demo_corpus
+    from megameta.data.demo import fetch_demo_corpus, is_built
 
-    say(f"building the demo corpus in {corpus}")
-    fetch_demo_corpus(corpus)
+    if not is_built(corpus):  # missing, interrupted, or built by a version with another layout
+        say(f"building the demo corpus in {corpus}")
+        fetch_demo_corpus(corpus)
 
 
 def resolved_sources(cfg: RunConfig) -> dict[str, dict[str, list[str]]]:

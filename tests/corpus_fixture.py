@@ -101,6 +101,8 @@ def make_corpus(root: Path, docs_per_lang: int = 120, seed: int = 0, unlabeled_e
                 a for a in range(UDHR_ARTICLES) if (a in UDHR_HELDOUT_ARTICLES) == (part == "heldout")
             ]
             rows = [{"id": f"{code}:{a}", "article": a, "text": udhr_article_text(lang, a)} for a in articles]
+            if part == "heldout":  # held-out rows list their paragraphs, as the builder writes them
+                rows = [{**row, "paragraphs": udhr_paragraphs(lang, row["article"])} for row in rows]
             _write_jsonl(root / udhr_file(part, code), rows)
         languages[code] = {
             "bcp47": lang,
@@ -116,5 +118,10 @@ def make_corpus(root: Path, docs_per_lang: int = 120, seed: int = 0, unlabeled_e
 
 def udhr_article_text(lang: str, article: int) -> str:
     """The text `make_corpus` writes for one UDHR article (the same in every corpus)."""
+    return " ".join(udhr_paragraphs(lang, article))
+
+
+def udhr_paragraphs(lang: str, article: int) -> list[str]:
+    """The article's three paragraphs, one sentence each (`udhr_article_text` joins them)."""
     rng = random.Random(f"{article}:{lang}")
-    return " ".join(_sentence(rng, lang, None, 12) for _ in range(3))
+    return [_sentence(rng, lang, None, 12) for _ in range(3)]

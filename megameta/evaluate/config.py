@@ -47,13 +47,17 @@ TASK_FIELDS = {
 
 def _default_mlm_files() -> dict[str, list[str]]:
     files = {lang: [wiki_file(lang, "test")] for lang in ("en", "fr", "es")}
-    # Ten held-out UDHR articles each: small, but the only held-out text in other scripts.
-    files.update(
-        {
-            lang: [udhr_file("heldout", code)]
-            for lang, code in (("ru", "rus"), ("ar", "arb"), ("zh", "cmn_hans"))
-        }
-    )
+    # Ten held-out UDHR articles each: small, but the only held-out text of the demo's other languages.
+    udhr = {
+        "de": "deu_1996",
+        "ru": "rus",
+        "uk": "ukr",
+        "el": "ell_monotonic",
+        "ar": "arb",
+        "hi": "hin",
+        "zh": "cmn_hans",
+    }
+    files.update({lang: [udhr_file("heldout", code)] for lang, code in udhr.items()})
     return files
 
 

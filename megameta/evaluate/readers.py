@@ -25,8 +25,9 @@ Labeled text (`read_labeled`), the layout told by the file:
   CSV reader would take for quoting (Hugging Face's readers use ``quoting=QUOTE_NONE`` for the same
   reason). A row with a different number of fields than the header is an error, not a skip.
 
-Aligned text (`read_aligned`): ``.jsonl`` records keyed by an int ``article`` (the demo's UDHR
-layout; records of one article are joined with a newline), or any other file as one item a line,
+Aligned text (`read_aligned`): ``.jsonl`` records keyed by an int ``article`` (records of one
+article are joined with a newline; records that list their ``paragraphs``, as the demo's held-out
+UDHR articles do, give one item per paragraph), or any other file as one item a line,
 line i of one language aligned with line i of the other. Tatoeba is the latter, as LASER ships it
 (``data/tatoeba/v1/tatoeba.<xxx>-eng.<xxx>`` and ``tatoeba.<xxx>-eng.eng``, ISO 639-3 codes) and as
 XTREME's ``utils_preprocess.py`` copies it (``<xx>-en.<xx>`` and ``<xx>-en.en``): one sentence a line.
@@ -34,6 +35,7 @@ XTREME's ``utils_preprocess.py`` copies it (``<xx>-en.<xx>`` and ``<xx>-en.en``)
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,13 +134,42 @@ def select_language(rows: list[LabeledRow], lang: str, path: str | Path) -> list
     return picked
 
 
-def read_aligned(path: str | Path) -> dict[int, str]:
-    """Item key -> text: a ``.jsonl`` file's records by ``article``, else line i (0-based) -> line i."""
+def read_aligned(path: str | Path) -> dict[Hashable, str]:
+    """Item key -> text: line i (0-based) -> line i, or a ``.jsonl`` file's records by ``article``;
+    records with a ``paragraphs`` list give one item per paragraph (`read_paragraph_items`)."""
     path = require_file(path)
     if is_line_aligned(path):
         with open(path, encoding="utf-8") as f:
             return {i: line.rstrip("\r\n") for i, line in enumerate(f)}
-    return read_articles(path)
+    rows = list(jsonl_rows(path))
+    with_paragraphs = [n for n, row in rows if "paragraphs" in row]
+    if not with_paragraphs:
+        return read_articles(path)
+    if len(with_paragraphs) < len(rows):
+        line = next(n for n, row in rows if "paragraphs" not in row)
+        raise InputError(f"{path}:{line}: no 'paragraphs' list, which the file's other records have")
+    return read_paragraph_items(path, rows)
+
+
+def read_paragraph_items(path: str | Path, rows: list[tuple[int, dict]]) -> dict[Hashable, str]:
+    """``(article, paragraphs in it, i) -> paragraph i`` of JSON-lines records with an int ``article``
+    and a ``paragraphs`` list of strings (the demo's held-out UDHR layout). The paragraph count is in
+    the key, so paragraph i of an article is matched only with a translation that splits the article
+    into as many paragraphs (the same clause). Raises InputError naming ``path:line`` for a bad record
+    and for an article listed twice."""
+    items: dict[Hashable, str] = {}
+    seen: set[int] = set()
+    for n, row in rows:
+        art, paragraphs = row.get("article"), row.get("paragraphs")
+        if not isinstance(art, int) or isinstance(art, bool) or not isinstance(paragraphs, list):
+            raise InputError(f"{path}:{n}: needs an int 'article' and a 'paragraphs' list")
+        if not paragraphs or not all(isinstance(p, str) and p.strip() for p in paragraphs):
+            raise InputError(f"{path}:{n}: 'paragraphs' must be non-empty strings")
+        if art in seen:
+            raise InputError(f"{path}:{n}: article {art} is listed twice")
+        seen.add(art)
+        items.update({(art, len(paragraphs), i): text for i, text in enumerate(paragraphs)})
+    return items
 
 
 def is_line_aligned(path: str | Path) -> bool:

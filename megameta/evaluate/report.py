@@ -84,7 +84,7 @@ def run_evaluation(
         if kind == "mlm":
             _plot_mlm(results[name], path)
         elif kind == "retrieval" and results[name]["mode"] == "files":
-            _plot_retrieval(results[name], path, "UDHR article" if not metric_prefix(name, kind) else name)
+            _plot_retrieval(results[name], path, "UDHR paragraph" if not metric_prefix(name, kind) else name)
     return report
 
 
@@ -140,7 +140,7 @@ def _md_mlm(res: dict, title: str, default: bool) -> list[str]:
 
 
 def _md_retrieval(r: dict, title: str, default: bool) -> list[str]:
-    what = "UDHR article" if default else "parallel"
+    what = "UDHR paragraph" if default else "parallel"
     lines = [f"## {title}{what} retrieval (layer {r['layer']}, mean-pooled, cosine)", ""]
     if r.get("mode", "files") == "files":
         langs = r["langs"]

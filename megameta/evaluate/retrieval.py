@@ -1,12 +1,14 @@
-"""Cross-lingual alignment: retrieve the same item (UDHR article, Tatoeba sentence) across languages.
+"""Cross-lingual alignment: retrieve the same item (UDHR paragraph, Tatoeba sentence) across languages.
 
 For an ordered pair (a, b), each item of a is embedded (mean-pooled hidden states of
 ``retrieval_layer``) and matched to its most cosine-similar item of b; accuracy is the fraction
-matched to the same item (article number, line), over the items both languages have. Chance is 1/n.
+matched to the same item (paragraph of an article, line), over the items both languages have.
+Chance is 1/n.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from itertools import permutations
 
 import numpy as np
@@ -88,7 +90,8 @@ def task_scripts(task: TaskConfig, langs: list[str], corpus_dir: str) -> dict[st
 
 
 def evaluate_retrieval(run: EvalRun, task: TaskConfig | None = None) -> dict[str, object]:
-    """Pairwise top-1 retrieval accuracy of a retrieval task (default: the demo's UDHR articles).
+    """Pairwise top-1 retrieval accuracy of a retrieval task (default: the demo's held-out UDHR
+    paragraphs).
 
     A task's ``files`` are all aligned with each other: every ordered pair of its languages is
     scored. Each of its ``pairs`` is aligned only within itself (Tatoeba: each language has its own
@@ -107,7 +110,7 @@ def evaluate_retrieval(run: EvalRun, task: TaskConfig | None = None) -> dict[str
     tok = load_model_tokenizer(model_dir)
     encoder = load_encoder(model_dir, device)
     paths = list(dict.fromkeys(str(path) for group in groups for path in group.values()))
-    emb: dict[str, dict[int, np.ndarray]] = {}
+    emb: dict[str, dict[Hashable, np.ndarray]] = {}
     for path in tqdm(paths, desc=f"{task.name} embed", disable=not progress, leave=False):
         texts = read_aligned(resolve(corpus_dir, path))
         vecs = embed_texts(

@@ -81,7 +81,8 @@ def test_run_evaluation_writes_all_files(report):
         assert 0 < r["loss"] < 2 * math.log(200)  # a random model is near log(vocab)
     ret = rep["results"]["retrieval"]
     assert ret["same_script_pairs"] == 2 and ret["cross_script_pairs"] == 4
-    assert set(ret["matrix"]["eng"]) == {"fra", "rus"} and ret["chance"] == pytest.approx(0.1)
+    assert ret["items"]["eng"]["rus"] == 30  # 10 held-out articles, 3 paragraphs each
+    assert set(ret["matrix"]["eng"]) == {"fra", "rus"} and ret["chance"] == pytest.approx(1 / 30)
     cls = rep["results"]["classify"]
     assert set(cls["langs"]) == {"en", "fr", "es"}
     for r in cls["langs"].values():

@@ -157,6 +157,36 @@ def test_jsonl_labeled_and_aligned(tmp_path):
         read_aligned(udhr)
 
 
+def test_paragraph_items_match_only_articles_split_alike(tmp_path):
+    """Records listing their paragraphs give one item per paragraph; the key carries the article's
+    paragraph count, so a translation that splits an article differently shares none of its items."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(
+        '{"article": 21, "text": "p q r", "paragraphs": ["p", "q", "r"]}\n'
+        '{"article": 22, "text": "s", "paragraphs": ["s"]}\n',
+        encoding="utf-8",
+    )
+    b.write_text(
+        '{"article": 21, "text": "P Q", "paragraphs": ["P", "Q"]}\n'
+        '{"article": 22, "text": "S", "paragraphs": ["S"]}\n',
+        encoding="utf-8",
+    )
+    items_a, items_b = read_aligned(a), read_aligned(b)
+    assert items_a == {(21, 3, 0): "p", (21, 3, 1): "q", (21, 3, 2): "r", (22, 1, 0): "s"}
+    assert set(items_a) & set(items_b) == {(22, 1, 0)}
+    for body, message in [
+        ('{"article": 21, "text": "p", "paragraphs": ["p"]}\n{"article": 22, "text": "s"}\n',
+         r"a\.jsonl:2: no 'paragraphs' list"),
+        ('{"article": 21, "text": "p", "paragraphs": []}\n', r"a\.jsonl:1: 'paragraphs' must be non-empty"),
+        ('{"article": 21, "text": "p", "paragraphs": "p"}\n', r"a\.jsonl:1: needs an int 'article' and a 'paragraphs' list"),
+        ('{"article": 21, "paragraphs": ["p"]}\n{"article": 21, "paragraphs": ["q"]}\n',
+         r"a\.jsonl:2: article 21 is listed twice"),
+    ]:  # fmt: skip
+        a.write_text(body, encoding="utf-8")
+        with pytest.raises(InputError, match=message):
+            read_aligned(a)
+
+
 def test_tatoeba_files_align_by_line(tmp_path):
     fra = tmp_path / "tatoeba" / "tatoeba.fra-eng.fra"
     fra.parent.mkdir()

@@ -19,8 +19,14 @@ __getattr__, __all__ = lazy_getattr(
     __name__,
     {
         "sources": ("LABELS", "SOURCES", "SPLITS", "TOPIC_LABELS", "UDHR_HELDOUT_ARTICLES", "WIKI_LANGS"),
-        "build": ("fetch_demo_corpus", "verify_corpus"),
-        "udhr": ("dominant_script", "parse_declaration", "parse_udhr_index", "udhr_code_for"),
+        "build": ("fetch_demo_corpus", "is_built", "verify_corpus"),
+        "udhr": (
+            "dominant_script",
+            "parse_declaration",
+            "parse_paragraphs",
+            "parse_udhr_index",
+            "udhr_code_for",
+        ),
         "reader": (
             "load_documents",
             "load_labeled",

@@ -60,8 +60,17 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest.get("files"), dict) else None
 
 
+def is_built(out: str | Path) -> bool:
+    """Whether ``out`` holds a complete demo corpus in this version's layout (:data:`MANIFEST_FORMAT`):
+    a manifest, and every file it lists with its recorded size (checksums: see verify_corpus)."""
+    manifest = _read_manifest(Path(out))
+    return manifest is not None and _is_complete(Path(out), manifest)
+
+
 def _is_complete(out: Path, manifest: dict[str, Any]) -> bool:
-    """Every listed file exists with its recorded size (checksums: see verify_corpus)."""
+    """This layout version, and every listed file with its recorded size (checksums: see verify_corpus)."""
+    if manifest.get("format") != MANIFEST_FORMAT:
+        return False
     for rel, info in manifest["files"].items():
         path = out / rel
         if not path.is_file() or path.stat().st_size != info.get("size"):
@@ -136,8 +145,8 @@ def _manifest(out: Path, archives: dict[str, Path], counts: dict[str, Any]) -> d
 def fetch_demo_corpus(out: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Download, extract and normalize the embedded demo corpus into ``out``.
 
-    Returns the manifest. If ``out/manifest.json`` exists and every file it lists exists
-    with the recorded size, nothing is redone (prints "demo corpus already built at
+    Returns the manifest. If ``out`` is built (`is_built`: this layout version, every listed file
+    with its recorded size), nothing is redone (prints "demo corpus already built at
     ...") unless ``force``. Archives already in ``out/downloads/`` are reused, never
     deleted. Outputs are built in a temp dir inside ``out`` and renamed into place; the
     manifest is written last and atomically, so an interrupted build leaves no manifest
@@ -149,7 +158,7 @@ def fetch_demo_corpus(out: str | Path, force: bool = False, progress: bool = Tru
     """
     out = Path(out).resolve()  # the package clients run in a temp cwd
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(out)
+    manifest = _read_manifest(out)  # raises for another kind's manifest, forced or not
     if not force and manifest is not None and _is_complete(out, manifest):
         print(f"demo corpus already built at {out}", file=sys.stderr)
         return manifest

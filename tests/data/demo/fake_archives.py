@@ -68,7 +68,7 @@ def declaration_html(code: str, bcp47: str, iso: str, direction: str, template: 
     ]
     for n in range(1, count):
         body = f"<p>{template.format(n=n)}</p>"
-        if n == 11:  # shaped like the real numbered sub-clauses
+        if n in (11, 23):  # shaped like the real numbered sub-clauses (23 is held out)
             body = f"<ol><li><p>{template.format(n=n)}</p></li><li><p>clause two.</p></li></ol>"
         parts.append(f'<article data-number="{n}">\n  <h2>Article {n}</h2>\n  {body}\n</article>')
     parts.append("</body></html>")

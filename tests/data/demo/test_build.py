@@ -15,12 +15,13 @@ import megameta
 from megameta.data.demo import (
     build,
     fetch_demo_corpus,
+    is_built,
     load_labeled,
     load_udhr_heldout,
     udhr_code_for,
     verify_corpus,
 )
-from megameta.data.demo.sources import LABELS, SOURCES, SPLITS, UDHR_HELDOUT_ARTICLES
+from megameta.data.demo.sources import LABELS, MANIFEST_FORMAT, SOURCES, SPLITS, UDHR_HELDOUT_ARTICLES
 from megameta.errors import InputError
 
 
@@ -41,7 +42,7 @@ def test_manifest_checksums(built, archives):
         assert source["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
         assert source["package"] == SOURCES[key]["package"] and source["version"] == SOURCES[key]["version"]
     assert manifest["tool_version"] == megameta.__version__
-    assert manifest["kind"] == "demo-corpus" and manifest["format"] == 1
+    assert manifest["kind"] == "demo-corpus" and manifest["format"] == MANIFEST_FORMAT == 2
     assert json.loads((out / "manifest.json").read_text(encoding="utf-8")) == manifest
     assert not list(out.glob(".build-*")) and not list(out.glob(".manifest.json.tmp*"))
     verify_corpus(out)
@@ -70,6 +71,17 @@ def test_corpus_built_before_manifest_kind_is_still_complete(built, capsys, monk
     capsys.readouterr()
     assert fetch_demo_corpus(out, progress=False) == old
     assert "demo corpus already built at" in capsys.readouterr().err
+    verify_corpus(out)
+
+
+def test_corpus_of_an_older_layout_is_rebuilt(built, capsys):
+    """A corpus built before held-out UDHR rows listed their paragraphs (format 1) is stale."""
+    out, manifest = built
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 1}), encoding="utf-8")
+    assert not is_built(out)
+    capsys.readouterr()
+    assert fetch_demo_corpus(out, progress=False)["format"] == MANIFEST_FORMAT
+    assert "already built" not in capsys.readouterr().err and is_built(out)
     verify_corpus(out)
 
 

@@ -11,6 +11,7 @@ from megameta.data.demo import (
     dominant_script,
     load_udhr_heldout,
     parse_declaration,
+    parse_paragraphs,
     parse_udhr_index,
     udhr_code_for,
 )
@@ -32,7 +33,15 @@ def test_udhr_heldout_never_in_train(built):
         assert [r["article"] for r in train] == [n for n in range(31) if n not in UDHR_HELDOUT_ARTICLES]
         assert all(r["id"] == f"{path.stem}:{r['article']}" for r in train)
         assert not heldout_texts & {r["text"] for r in train}
-    assert load_udhr_heldout(out, "eng") == {n: f"English text of article {n}" for n in UDHR_HELDOUT_ARTICLES}
+    texts = {n: f"English text of article {n}" for n in UDHR_HELDOUT_ARTICLES}
+    assert load_udhr_heldout(out, "eng") == {**texts, 23: "English text of article 23 clause two."}
+    # Held-out rows keep the article's paragraphs (its numbered clauses) for paragraph retrieval.
+    paragraphs = {r["article"]: r["paragraphs"] for r in rows(out / "udhr" / "heldout" / "eng.jsonl")}
+    assert paragraphs == {
+        **{n: [t] for n, t in texts.items()},
+        23: ["English text of article 23", "clause two."],
+    }
+    assert all("paragraphs" not in r for path in train_files for r in rows(path))
     assert manifest["counts"]["udhr"]["skipped_declarations"] == ["tiny"]
     assert manifest["udhr_heldout_articles"] == list(range(21, 31))
 
@@ -61,6 +70,9 @@ def test_parse_declaration_handles_headings_and_lists():
     articles = parse_declaration(markup)
     assert list(articles) == list(range(12))
     assert articles[11] == "A11 clause two."
+    paragraphs = parse_paragraphs(markup)
+    assert paragraphs[0] == ["A0 first & foremost,", "second paragraph."]
+    assert paragraphs[11] == ["A11", "clause two."] and paragraphs[1] == ["A1"]
 
 
 def test_parse_udhr_index_without_evaluating_js():
