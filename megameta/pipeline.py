@@ -262,6 +262,8 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
                 shown = ", ".join(f"{k} {a:.2f}->{b:.2f}" for k, (a, b) in trend.items())
                 verdict = "all falling" if falling else "NOT all falling"
                 print(f"    train loss, first -> last log window: {shown} [{verdict}]")
+            if done.get("train_text_loss"):
+                print(f"    {format_gaps(memorization_gaps(done))}")
         final = phases[-1]
         print(f"  model ({group}):  {cfg.layout.phase(final.name).hf}")
         print(f"  report ({group}):  {cfg.layout.phase(final.name).eval / 'report.md'}")
@@ -274,6 +276,36 @@ def _print_summary(cfg: RunConfig, groups: dict, reports: dict, comparison, seco
         )
         for arm, keys in comparison["summary"].items():
             print(f"    {arm.replace('_', ' ')}: {', '.join(keys) or 'none'}")
+
+
+#: Held-out minus training-text loss (nats, both measured alike at the end of a phase) above which a
+#: language counts as memorized: the model fits its training text that much better than unseen text.
+MEMORIZATION_MARGIN = 0.25
+
+
+def memorization_gaps(done: dict) -> dict[str, float | None]:
+    """Per language a phase trained: held-out loss minus the same measure on its training text, from
+    the phase's ``DONE.json`` (``valid_loss``, ``train_text_loss``); None: no held-out text."""
+    valid = done.get("valid_loss", {})
+    return {
+        lang: valid[lang] - seen if lang in valid else None for lang, seen in done["train_text_loss"].items()
+    }
+
+
+def format_gaps(gaps: dict[str, float | None], margin: float = MEMORIZATION_MARGIN) -> str:
+    """``held-out - training-text loss: en +0.02, ... [none memorized (margin 0.25)]``, naming the
+    languages over the margin and those with no held-out text."""
+    shown = ", ".join(f"{k} {v:+.2f}" for k, v in gaps.items() if v is not None)
+    over = [k for k, v in gaps.items() if v is not None and v > margin]
+    unseen = [k for k, v in gaps.items() if v is None]
+    if over or unseen:
+        verdict = "; ".join(
+            [f"MEMORIZED (over {margin}): {', '.join(over)}"] * bool(over)
+            + [f"no held-out text: {', '.join(unseen)}"] * bool(unseen)
+        )
+    else:
+        verdict = f"none memorized (margin {margin})"
+    return f"held-out - training-text loss: {shown or '-'} [{verdict}]"
 
 
 def loss_trend(path: Path) -> dict[str, tuple[float, float]]:

@@ -32,7 +32,10 @@ def tiny_config(run_dir: Path, corpus_dir: Path, **sections) -> dict:
                 "es": ["wiki/es/train.jsonl"],
                 "ru": ["udhr/train/rus.jsonl"],
             },
-            "valid_sources": {lang: [f"wiki/{lang}/valid.jsonl"] for lang in ("en", "fr", "es")},
+            "valid_sources": {
+                **{lang: [f"wiki/{lang}/valid.jsonl"] for lang in ("en", "fr", "es")},
+                "ru": ["udhr/heldout/rus.jsonl"],
+            },  # fmt: skip
             "workers": 1,
             "max_seq_len": 32,
         },

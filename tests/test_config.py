@@ -20,6 +20,15 @@ def test_demo_config_loads():
     assert cfg.train.deepspeed_config.startswith("ds_configs/")
 
 
+def test_demo_trains_no_language_without_held_out_text():
+    """The pipeline's memorization check needs held-out text for every language a phase trains."""
+    cfg = load_config(DEMO)
+    for phase in cfg.phases + cfg.baseline:
+        assert set(phase.langs) <= set(cfg.data.valid_sources), phase.name
+        for lang in phase.langs:
+            assert set(cfg.data.valid_sources[lang]).isdisjoint(cfg.data.sources[lang]), lang
+
+
 def test_overrides_apply_to_nested_fields_and_list_items():
     cfg = load_config(
         DEMO, ["train.micro_batch_size=8", "phases[1].alpha=0.5", "optim.betas=[0.9, 0.99]", "data.seed=3"]

@@ -12,6 +12,7 @@ from helpers import megameta, tiny_config, write_config
 from megameta import checkpoint as ckpt
 from megameta.checkpoint import load_weights, state_dict_digest
 from megameta.model import XLMRForMaskedLM
+from megameta.pipeline import MEMORIZATION_MARGIN, memorization_gaps
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,18 @@ def test_pipeline_writes_every_artifact(tiny_pipeline):
     out = tiny_pipeline["proc"].stdout
     assert "model (meta):" in out and "TensorBoard:" in out
     assert "train loss, first -> last log window: en " in out
+
+
+def test_no_language_of_phase2_is_memorized(tiny_pipeline):
+    """Every language phase 2 trains has held-out text, and its final held-out loss stays within
+    MEMORIZATION_MARGIN of the same measure on its training text (the summary says so)."""
+    for phase in ("xlingual", "baseline"):
+        done = tiny_pipeline["done"][phase]
+        gaps = memorization_gaps(done)
+        assert set(gaps) == set(tiny_pipeline["cfg"]["phases"][1]["langs"]), phase
+        assert all(gap is not None and gap <= MEMORIZATION_MARGIN for gap in gaps.values()), (phase, gaps)
+    out = tiny_pipeline["proc"].stdout
+    assert out.count(f"[none memorized (margin {MEMORIZATION_MARGIN})]") == 3  # meta, xlingual, baseline
 
 
 def test_with_baseline_compares_meta_and_single_phase_at_equal_budget(tiny_pipeline):
@@ -126,6 +139,8 @@ def test_tensorboard_has_training_scalars(tiny_pipeline):
         "train/lr",
         "train/tokens_per_s",
         "valid/loss_fr",
+        "valid/loss_ru",
+        "train_text/loss_ru",
         "data/share_ru",
     ):
         assert tag in tags, tag

@@ -37,11 +37,10 @@ def build_streams(
     """The phase's training stream and its validation stream (None when no language has valid text)."""
     data = cfg.data
     alpha_at = alpha_schedule(phase.alpha, phase.alpha_end, total_samples)
+    # Held-out text is masked as training text is (whole words or not), so their losses compare.
     common = dict(tokenizer_dir=cfg.tokenizer_dir, tokenizer=vocab, seq_len=data.max_seq_len,
-                  mask_prob=data.mask_prob, alpha_at=alpha_at)  # fmt: skip
-    stream = MLMStream(
-        cfg.shard_dir, phase.langs, seed=data.seed, whole_word_mask=data.whole_word_mask, **common
-    )
+                  mask_prob=data.mask_prob, alpha_at=alpha_at, whole_word_mask=data.whole_word_mask)  # fmt: skip
+    stream = MLMStream(cfg.shard_dir, phase.langs, seed=data.seed, **common)
     valid_langs = [lang for lang in phase.langs if lang in data.valid_sources]
     if not valid_langs:
         return stream, None

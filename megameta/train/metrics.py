@@ -231,9 +231,9 @@ def engine_scalars(engine, precision: str) -> dict[str, float]:
 
 @torch.no_grad()
 def valid_loss(engine, valid, train, rank: int, world: int, device: torch.device) -> dict[str, float]:
-    """Mean masked-token loss per language of ``valid`` (an MLMStream, or None: no languages):
-    ``train.eval_batches`` micro-batches of ``train.micro_batch_size`` fixed chunks per language,
-    rank ``r`` of ``world`` taking every world-th one. The sums stay on ``device`` until the one
+    """Mean masked-token loss per language of ``valid`` (an MLMStream of held-out or training text, or
+    None: no languages): ``train.eval_batches`` micro-batches of ``train.micro_batch_size`` fixed chunks
+    per language, rank ``r`` of ``world`` taking every world-th one. The sums stay on ``device`` until the one
     all-reduce at the end; ``engine`` is left in training mode."""
     if valid is None:
         return {}

@@ -189,6 +189,13 @@ class Trainer:
     def valid_loss(self) -> dict[str, float]:  # validation MLM loss per language
         return metrics.valid_loss(self.engine, self.valid, self.cfg.train, self.rank, self.world, self.device)
 
+    def train_text_loss(self) -> dict[str, float]:
+        """The validation measure on the training text (fixed chunks, eval mode, masks no step used):
+        held-out loss far above it means the language was memorized."""
+        return metrics.valid_loss(
+            self.engine, self.stream, self.cfg.train, self.rank, self.world, self.device
+        )
+
     def run(self) -> int:
         self.setup()
         if self.step >= self.total_steps and self.layout.done.exists():
@@ -263,12 +270,14 @@ class Trainer:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         self.batches.close()
-        valid = self.valid_loss()
+        valid, seen = self.valid_loss(), self.train_text_loss()
         self.log.scalars({f"valid/loss_{k}": v for k, v in valid.items()}, self.step)
+        self.log.scalars({f"train_text/loss_{k}": v for k, v in seen.items()}, self.step)
         if not self.checkpointer.exists(self.step):
             self.save()
         self.checkpointer.write_done({"phase": self.phase.name, "tag": ckpt.tag_for(self.step), "step": self.step,
-                                      "tokens": self.tokens_seen, "valid_loss": valid, "init_from": self.init_source})  # fmt: skip
+                                      "tokens": self.tokens_seen, "valid_loss": valid, "train_text_loss": seen,
+                                      "init_from": self.init_source})  # fmt: skip
         summary = " ".join(f"{k}={v:.3f}" for k, v in valid.items())
         self._print(
             f"[train] {self.phase.name} done: {self.step} steps, {self.tokens_seen:,} tokens; valid loss {summary}"
