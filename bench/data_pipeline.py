@@ -69,18 +69,11 @@ def build_bench_shards(workers: int) -> tuple[Path, Path, list[str]]:
 
 
 def _udhr(corpus: Path) -> dict[str, Path]:
-    codes = {
-        "de": "deu_1996",
-        "ru": "rus",
-        "uk": "ukr",
-        "el": "ell_monotonic",
-        "ar": "arb",
-        "hi": "hin",
-        "zh": "cmn_hans",
-    }
+    from megameta.data.demo.sources import DEMO_UDHR_LANGS
+
     return {
         lang: corpus / "udhr/train" / f"{c}.jsonl"
-        for lang, c in codes.items()
+        for lang, c in DEMO_UDHR_LANGS.items()
         if (corpus / "udhr/train" / f"{c}.jsonl").exists()
     }
 

@@ -184,12 +184,15 @@ class MLMStream:
         lang, chunk, _ = self.sampler.lookup(indices)
         return self._assemble(lang, chunk, indices)
 
-    def fixed_batch(self, lang_id: int, chunks: np.ndarray) -> dict:
-        """A deterministic batch of given chunks of one language (validation); keys as in :meth:`batch`."""
-        chunks = np.asarray(chunks, dtype=np.int64) % self.packed[lang_id].n_chunks
-        lang = np.full(len(chunks), lang_id, dtype=np.int64)
+    def fixed_batch(self, lang_id: int, draws: np.ndarray) -> dict:
+        """A deterministic batch of one language (validation): draw i is chunk ``i % n_chunks``; keys as
+        in :meth:`batch`. A language with fewer chunks than draws cycles through them with a fresh
+        mask each time, so a small held-out set is measured on more masked tokens."""
+        draws = np.asarray(draws, dtype=np.int64)
+        lang = np.full(len(draws), lang_id, dtype=np.int64)
         # Validation sample ids live far from training ids so their masks differ.
-        return self._assemble(lang, chunks, (1 << 40) + lang_id * (1 << 32) + chunks)
+        ids = (1 << 40) + lang_id * (1 << 32) + draws
+        return self._assemble(lang, draws % self.packed[lang_id].n_chunks, ids)
 
 
 __all__ = ["IGNORE_INDEX", "MLMStream", "PackedLanguage", "TokenIds"]

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from megameta.data.demo.sources import LABELS, UDHR_LANGUAGES_FILE, udhr_file, wiki_file
+from megameta.data.demo.sources import DEMO_UDHR_LANGS, LABELS, UDHR_LANGUAGES_FILE, udhr_file, wiki_file
 from megameta.errors import ConfigError
 
 #: The eight topic labels shared by the en/fr/es Wikipedia summaries (DESIGN.md section 5); the corpus
@@ -48,16 +48,7 @@ TASK_FIELDS = {
 def _default_mlm_files() -> dict[str, list[str]]:
     files = {lang: [wiki_file(lang, "test")] for lang in ("en", "fr", "es")}
     # Ten held-out UDHR articles each: small, but the only held-out text of the demo's other languages.
-    udhr = {
-        "de": "deu_1996",
-        "ru": "rus",
-        "uk": "ukr",
-        "el": "ell_monotonic",
-        "ar": "arb",
-        "hi": "hin",
-        "zh": "cmn_hans",
-    }
-    files.update({lang: [udhr_file("heldout", code)] for lang, code in udhr.items()})
+    files.update({lang: [udhr_file("heldout", code)] for lang, code in DEMO_UDHR_LANGS.items()})
     return files
 
 

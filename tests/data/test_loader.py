@@ -96,3 +96,18 @@ def test_missing_split_names_the_path(make_stream):
 
     with pytest.raises(InputError, match="fr/valid"):  # only en has a valid split
         make_stream(split="valid")
+
+
+def test_fixed_batch_cycles_a_small_language_with_fresh_masks(make_stream):
+    """Validation draws past a language's last chunk wrap around to its first, masked anew; the same
+    draws give the same batch (the measure is fixed), and chunk i's tokens are the same each time."""
+    stream = make_stream()
+    ru = LANGS.index("ru")
+    n = stream.packed[ru].n_chunks
+    first = stream.fixed_batch(ru, np.arange(2))
+    again = stream.fixed_batch(ru, np.arange(n, n + 2))  # the same two chunks, drawn a second time
+    for key, value in stream.fixed_batch(ru, np.arange(2)).items():
+        assert torch.equal(first[key], value) if isinstance(value, torch.Tensor) else first[key] == value, key
+    tokens = [torch.where(b["labels"] == IGNORE_INDEX, b["input_ids"], b["labels"]) for b in (first, again)]
+    assert torch.equal(tokens[0], tokens[1])
+    assert not torch.equal(first["labels"], again["labels"])

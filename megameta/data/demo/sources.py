@@ -91,6 +91,18 @@ UDHR_MIN_ARTICLES = 5
 #: The two parts of every UDHR language: training articles and the held-out ones.
 UDHR_PARTS: tuple[str, ...] = ("train", "heldout")
 
+#: The demo's languages that have only UDHR text (no Wikipedia summaries): language -> UDHR code, as
+#: :func:`megameta.data.demo.udhr.udhr_code_for` chooses it on udhr 6.0.0.
+DEMO_UDHR_LANGS: dict[str, str] = {
+    "de": "deu_1996",
+    "ru": "rus",
+    "uk": "ukr",
+    "el": "ell_monotonic",
+    "ar": "arb",
+    "hi": "hin",
+    "zh": "cmn_hans",
+}
+
 #: For tags with no exact bcp47 match in udhr 6.0.0 (only orthography variants exist).
 UDHR_PREFERRED_VARIANTS: dict[str, str] = {"de": "deu_1996", "el": "ell_monotonic"}
 
