@@ -58,7 +58,16 @@ def is_collective_failure(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, RuntimeError) and any(
         key in text
-        for key in ("gloo", "nccl", "connection reset", "connection closed", "timed out", "broken pipe")
+        for key in (
+            "gloo",
+            "nccl",
+            "connection reset",
+            "connection closed",
+            "timed out",
+            "timeout",
+            "pair closure",
+            "broken pipe",
+        )  # fmt: skip
     )
 
 

@@ -57,6 +57,8 @@ def test_heartbeat_files_feed_the_failure_message(tmp_path):
         (dist.DistBackendError("NCCL communicator was aborted"), True),
         (RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4021"), True),
         (RuntimeError("Timed out waiting 1800000ms for send operation to complete"), True),
+        # gloo, when a peer stops answering (a network partition) during a save's all_gather_object:
+        (RuntimeError("Application timeout caused pair closure"), True),
         (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
         (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)"), False),
         (ValueError("gloo"), False),
