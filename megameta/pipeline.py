@@ -298,13 +298,12 @@ def format_gaps(gaps: dict[str, float | None], margin: float = MEMORIZATION_MARG
     shown = ", ".join(f"{k} {v:+.2f}" for k, v in gaps.items() if v is not None)
     over = [k for k, v in gaps.items() if v is not None and v > margin]
     unseen = [k for k, v in gaps.items() if v is None]
-    if over or unseen:
-        verdict = "; ".join(
-            [f"MEMORIZED (over {margin}): {', '.join(over)}"] * bool(over)
-            + [f"no held-out text: {', '.join(unseen)}"] * bool(unseen)
-        )
-    else:
-        verdict = f"none memorized (margin {margin})"
+    problems = []
+    if over:
+        problems.append(f"MEMORIZED (over {margin}): {', '.join(over)}")
+    if unseen:
+        problems.append(f"no held-out text: {', '.join(unseen)}")
+    verdict = "; ".join(problems) or f"none memorized (margin {margin})"
     return f"held-out - training-text loss: {shown or '-'} [{verdict}]"
 
 

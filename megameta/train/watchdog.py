@@ -67,7 +67,7 @@ def is_collective_failure(error: BaseException) -> bool:
             "timeout",
             "pair closure",
             "broken pipe",
-        )  # fmt: skip
+        )
     )
 
 
