@@ -117,3 +117,42 @@ def test_compressed_parquet_and_unknown_inner_format_are_refused(tmp_path):
         (tmp_path / name).write_bytes(gzip.compress(b"x"))
         with pytest.raises(InputError, match="unknown corpus format"):
             readers.check_source(str(tmp_path / name))
+
+
+# JSON lines at the edges of what the two parsers accept: orjson refuses NaN, Infinity, 1e400,
+# lone surrogate escapes and invalid UTF-8, which the standard library reads (the last with U+FFFD).
+EDGE_JSON_LINES = [
+    b'{"text": "plain", "n": 123456789012345678901234567890}',
+    b'{"text": "nan field", "x": NaN}',
+    b'{"text": "inf field", "x": Infinity, "y": 1e400}',
+    b'{"text": "lone \\ud800 surrogate"}',
+    b'{"text": "emoji \\ud83d\\ude00 pair"}',
+    b'{"text": "bad \xff byte"}',
+    b'{"text": "first", "text": "last wins"}',
+    b'{"t\\u0065xt": "escaped key"}',
+    b'{"text": "nul \\u0000 char"}',
+    b'{"text": "raw control \x01 char"}',
+    b'{"text": "trailing comma",}',
+    b'\xef\xbb\xbf{"text": "byte order mark"}',
+    b'  {"text": "spaces and CR"}  \r',
+    b'{"text": "two"} {"text": "objects"}',
+    b'["not", "an", "object"]',
+    b'{"text": 12}',
+    b'{"text": "   "}',
+]
+
+
+def test_json_lines_read_the_same_with_and_without_orjson(tmp_path, monkeypatch):
+    if readers.orjson is None:
+        pytest.skip("orjson is not installed: the standard library parses every line")
+    path = tmp_path / "edge.jsonl"
+    path.write_bytes(b"\n".join(EDGE_JSON_LINES) + b"\n")
+    fast_docs, fast = _read(str(path))
+    monkeypatch.setattr(readers, "orjson", None)
+    slow_docs, slow = _read(str(path))
+    assert fast_docs == slow_docs
+    assert (fast.docs, fast.bytes, fast.skipped, fast.replaced_utf8) == (
+        slow.docs, slow.bytes, slow.skipped, slow.replaced_utf8,
+    )  # fmt: skip
+    assert "lone \ud800 surrogate" in fast_docs and "bad \ufffd byte" in fast_docs and fast.replaced_utf8 == 1
+    assert fast.skipped == {"invalid JSON": 4, "no 'text' string": 2, "empty document": 1}
