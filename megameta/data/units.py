@@ -42,9 +42,10 @@ from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import sha256_file, write_atomic
 
 # A batch (the unit sent to a worker) ends at BATCH_DOCS documents or BATCH_CHARS characters; at
-# most 2 * workers + 1 batches are in flight, so memory does not grow with the input.
-BATCH_DOCS = 512
-BATCH_CHARS = 1 << 21
+# most READ_AHEAD * workers + 1 batches are in flight, so memory does not grow with the input.
+BATCH_DOCS = 2048
+BATCH_CHARS = 1 << 20
+READ_AHEAD = 2
 PART_DOCS = 16_384
 # Test hook: seconds to sleep after committing each part (lets a test kill the run mid-unit).
 PART_DELAY_ENV = "MEGAMETA_PREPROCESS_PART_DELAY"
@@ -271,7 +272,7 @@ class Unit:
 
         def flush(k: int, batch: list[str]):
             window.append((k, pool.submit(batch)))
-            if len(window) > 2 * max(pool.workers, 1) + 1:  # bounded read-ahead
+            if len(window) > READ_AHEAD * max(pool.workers, 1) + 1:  # bounded read-ahead
                 consume()
 
         n = 0
