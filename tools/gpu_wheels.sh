@@ -19,7 +19,7 @@ PY_VERSION=${PY_VERSION:-3.12}
 BUILD_PYTHON=${BUILD_PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 WHEELS=(
     pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-    typing-extensions==4.16.0 hjson==3.1.0 zstandard==0.25.0
+    typing-extensions==4.16.0 hjson==3.1.0 zstandard==0.25.0 orjson==3.13.0
     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 )
 DEEPSPEED=deepspeed==0.19.8

@@ -125,14 +125,15 @@ def iter_documents(
         yield from _iter_text_lines(path, stats)
 
 
-def _emit(text: str, nbytes: int, stats: ReadStats) -> Iterator[str]:
+def _emit(text: str, nbytes: int, stats: ReadStats) -> str | None:
+    """``text`` stripped and counted, or None (counted as an empty document)."""
     text = text.strip()
     if not text:
         stats.skipped["empty document"] += 1
-        return
+        return None
     stats.docs += 1
     stats.bytes += nbytes
-    yield text
+    return text
 
 
 def _decode(raw: bytes, stats: ReadStats) -> str:
@@ -181,7 +182,8 @@ def _iter_text_lines(path: Path, stats: ReadStats) -> Iterator[str]:
             if not raw.strip():
                 stats.skipped["empty line"] += 1
                 continue
-            yield from _emit(_decode(raw, stats), len(raw), stats)
+            if (doc := _emit(_decode(raw, stats), len(raw), stats)) is not None:
+                yield doc
 
 
 def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
@@ -199,10 +201,12 @@ def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
                     stats.skipped["long document cut"] += 1
                 raw_doc = b"".join(doc)
                 doc, size = [], 0
-                yield from _emit(_decode(raw_doc, stats), len(raw_doc), stats)
+                if (text := _emit(_decode(raw_doc, stats), len(raw_doc), stats)) is not None:
+                    yield text
         if doc:
             raw_doc = b"".join(doc)
-            yield from _emit(_decode(raw_doc, stats), len(raw_doc), stats)
+            if (text := _emit(_decode(raw_doc, stats), len(raw_doc), stats)) is not None:
+                yield text
 
 
 def _json_loads(raw: bytes, stats: ReadStats) -> object:
@@ -246,7 +250,8 @@ def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[
             if not isinstance(value, str):
                 stats.skipped[f"no '{text_field}' string"] += 1
                 continue
-            yield from _emit(value, len(raw), stats)
+            if (doc := _emit(value, len(raw), stats)) is not None:
+                yield doc
         if not seen_any:
             stats.skipped["empty file"] += 1
 
