@@ -27,13 +27,14 @@ def test_workers_return_in_order_what_one_process_returns(tiny_tokenizer):
         got = [window.pop(0)() for _ in range(2)]
         window += [pool.submit(b) for b in batches[7:]]
         got += [get() for get in window]
+        procs = list(pool.procs)
     finally:
         pool.close()
+    assert len(procs) == 3 and [p.exitcode for p in procs] == [0, 0, 0], "an orderly close ends every worker"
     assert len(got) == len(want)
     for (flat, lengths), (flat_1, lengths_1) in zip(got, want, strict=True):
         np.testing.assert_array_equal(flat, flat_1)
         np.testing.assert_array_equal(lengths, lengths_1)
-    assert all(not p.is_alive() for p in pool.procs) and pool.procs == []
 
 
 def test_a_killed_worker_is_an_error_naming_its_exit_code(tiny_tokenizer):
