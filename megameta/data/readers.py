@@ -12,7 +12,10 @@ one bounded line of a file in memory. Bad records are counted in a
 * empty lines, whitespace-only documents and empty files are skipped and counted
   (``empty line``, ``empty document``, ``empty file``);
 * JSON lines that do not parse, or lack a string ``text_field``, are skipped and
-  counted (``invalid JSON``, ``no 'text' string``);
+  counted (``invalid JSON``, ``no 'text' string``); an unpaired surrogate escape in the
+  text (``"\ud800"``, valid JSON but no Unicode character, so no UTF-8 encoder, the
+  tokenizer's included, accepts it) becomes U+FFFD and is counted (``lone surrogate
+  replaced``); the document is kept;
 * a plain-text line longer than ``MAX_LINE_BYTES`` is split into pieces of at most
   that many bytes at UTF-8 character boundaries (``long line split``; each piece is
   a document); a JSON line longer than ``MAX_JSON_LINE_BYTES`` cannot be parsed
@@ -37,6 +40,7 @@ Source strings:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +59,7 @@ TEXT_LAYOUTS = ("lines", "paragraphs")
 MAX_LINE_BYTES = 1 << 20
 MAX_JSON_LINE_BYTES = 64 << 20
 MAX_PARAGRAPH_DOC_BYTES = 4 << 20
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds a surrogate only when it is unpaired
 
 
 @dataclass
@@ -209,20 +214,21 @@ def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
                 yield text
 
 
-def _json_loads(raw: bytes, stats: ReadStats) -> object:
+def _json_loads(raw: bytes, stats: ReadStats) -> tuple[object, bool]:
     """One JSON line, parsed as ``json.loads`` parses it (raises ``json.JSONDecodeError``).
 
-    orjson parses valid UTF-8 RFC 8259 JSON 2.7x faster; whatever it refuses (invalid UTF-8,
-    ``NaN``, lone surrogate escapes, numbers out of float range) goes to the standard library,
-    which decides as before. Where both parse a line their strings are equal
+    Returns (the value, whether its strings may hold lone surrogates). orjson parses valid
+    UTF-8 RFC 8259 JSON 2.7x faster and refuses lone surrogate escapes; whatever it refuses
+    (invalid UTF-8, ``NaN``, lone surrogates, numbers out of float range) goes to the standard
+    library, which decides as before. Where both parse a line their strings are equal
     (``tests/data/test_readers.py``).
     """
     if orjson is not None:
         try:
-            return orjson.loads(raw)
+            return orjson.loads(raw), False
         except orjson.JSONDecodeError:
             pass
-    return json.loads(_decode(raw, stats))
+    return json.loads(_decode(raw, stats)), True
 
 
 def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
@@ -242,7 +248,7 @@ def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[
                 stats.skipped["empty line"] += 1
                 continue
             try:
-                record = _json_loads(raw, stats)
+                record, maybe_surrogates = _json_loads(raw, stats)
             except json.JSONDecodeError:
                 stats.skipped["invalid JSON"] += 1
                 continue
@@ -250,6 +256,9 @@ def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[
             if not isinstance(value, str):
                 stats.skipped[f"no '{text_field}' string"] += 1
                 continue
+            if maybe_surrogates and _LONE_SURROGATE.search(value):
+                value = _LONE_SURROGATE.sub("\ufffd", value)
+                stats.skipped["lone surrogate replaced"] += 1
             if (doc := _emit(value, len(raw), stats)) is not None:
                 yield doc
         if not seen_any:

@@ -106,6 +106,7 @@ def test_bad_input_is_counted_and_handled(tmp_path, tiny_tokenizer, monkeypatch)
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text(
         '{"text": "fine"}\n{"text": ""}\nnot json\n{"other": 1}\n\n{"text": "' + "word " * 400 + '"}\n'
+        '{"text": "lone \\ud800 half"}\n'  # json.loads gives a lone surrogate, which SentencePiece refused
     )
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
@@ -124,8 +125,9 @@ def test_bad_input_is_counted_and_handled(tmp_path, tiny_tokenizer, monkeypatch)
     assert en["docs"] == 9
     assert fr["skipped"] == {
         "empty document": 1, "invalid JSON": 1, "no 'text' string": 1, "empty line": 1, "long document split": 1,
+        "lone surrogate replaced": 1,
     }  # fmt: skip
-    assert fr["docs"] == 3  # "fine" + the 2000-char document split in two pieces
+    assert fr["docs"] == 4  # "fine" + the 2000-char document split in two pieces + the repaired one
     shard = TokenShard(tmp_path / "out" / "en" / "train")
     assert shard.n_docs == 9
     piece_text = "".join(

@@ -154,5 +154,8 @@ def test_json_lines_read_the_same_with_and_without_orjson(tmp_path, monkeypatch)
     assert (fast.docs, fast.bytes, fast.skipped, fast.replaced_utf8) == (
         slow.docs, slow.bytes, slow.skipped, slow.replaced_utf8,
     )  # fmt: skip
-    assert "lone \ud800 surrogate" in fast_docs and "bad \ufffd byte" in fast_docs and fast.replaced_utf8 == 1
-    assert fast.skipped == {"invalid JSON": 4, "no 'text' string": 2, "empty document": 1}
+    assert "lone \ufffd surrogate" in fast_docs and "bad \ufffd byte" in fast_docs and fast.replaced_utf8 == 1
+    assert "emoji \U0001f600 pair" in fast_docs  # a valid surrogate pair is one character, kept
+    assert fast.skipped == {
+        "invalid JSON": 4, "no 'text' string": 2, "empty document": 1, "lone surrogate replaced": 1,
+    }  # fmt: skip
