@@ -51,9 +51,12 @@ def _encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
     """A worker: tokenize the batches arriving on ``conn`` in order, send back each result in order.
 
-    A thread receives batches into a local queue while the main thread tokenizes, so the parent's
-    send never waits on this worker's send of an earlier result (no deadlock, whatever the pipe's
-    buffer size). SIGINT is ignored: the parent handles Ctrl-C and stops the workers.
+    The main thread only tokenizes. One thread receives batches into an inbox, so the parent's
+    send never waits on this worker's send of an earlier result (no deadlock, whatever the
+    pipe's buffer size); another sends the results, so the worker goes on to its next batch
+    while the parent is still collecting another worker's result (sending from the main thread
+    left each of 2 workers blocked 0.15 s per 120 MB). SIGINT is ignored: the parent handles
+    Ctrl-C and stops the workers.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -73,7 +76,18 @@ def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
             if batch is None:
                 return
 
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send() -> None:
+        while (reply := outbox.get()) is not None:
+            try:
+                conn.send(reply)
+            except OSError:  # the parent is gone: nobody to report to
+                return
+
     threading.Thread(target=receive, daemon=True).start()
+    sender = threading.Thread(target=send)
+    sender.start()
     while (batch := inbox.get()) is not None:
         try:
             if error:
@@ -81,7 +95,9 @@ def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
             reply = ("ok", _encode(batch))
         except Exception as e:
             reply = ("error", MegaMetaError(f"tokenizer worker: {type(e).__name__}: {e}"))
-        conn.send(reply)
+        outbox.put(reply)
+    outbox.put(None)
+    sender.join()
 
 
 class Tokenizers:
