@@ -18,7 +18,7 @@ import hashlib
 import itertools
 from collections.abc import Iterator
 
-from megameta.data.readers import ReadStats, iter_documents
+from megameta.data.readers import ReadStats, iter_documents, iter_records, record_documents, record_kind
 
 MAX_DOC_CHARS = 200_000
 
@@ -63,3 +63,37 @@ def document_stream(
     """The numbered documents of one (language, split); ``stats`` collects what was skipped and why."""
     docs = itertools.chain.from_iterable(iter_documents(s, text_field, stats, fmt) for s in files)
     return split_long(_dedup(docs, stats) if dedup else docs, stats)
+
+
+def record_batches(
+    files: list[str], fmt: str, dedup: bool, stats: ReadStats, max_records: int, max_bytes: int
+) -> Iterator[tuple[str, list[bytes]]] | None:
+    """The same stream as raw records, for the tokenizer workers to turn into documents; or None.
+
+    Yields (kind, records) with at most ``max_records`` records, ending the batch once it
+    reaches ``max_bytes``, never across files. :func:`batch_documents` of the batches in order
+    is :func:`document_stream`. None when a file is parquet or ``hf:`` or ``dedup`` is on
+    (deduplication needs every earlier document, so it stays with the reading process).
+    """
+    kinds = [record_kind(s) for s in files]
+    if dedup or None in kinds:
+        return None
+
+    def batches() -> Iterator[tuple[str, list[bytes]]]:
+        for source, kind in zip(files, kinds, strict=True):
+            batch, size = [], 0
+            for raw in iter_records(source, stats, fmt):
+                batch.append(raw)
+                size += len(raw)
+                if len(batch) == max_records or size >= max_bytes:
+                    yield kind, batch
+                    batch, size = [], 0
+            if batch:
+                yield kind, batch
+
+    return batches()
+
+
+def batch_documents(kind: str, records: list[bytes], text_field: str, stats: ReadStats) -> list[str]:
+    """The documents of one of :func:`record_batches`' batches (long ones split)."""
+    return list(split_long(iter(record_documents(records, kind, text_field, stats)), stats))

@@ -20,6 +20,8 @@ from typing import NoReturn
 
 import numpy as np
 
+from megameta.data.documents import batch_documents
+from megameta.data.readers import ReadStats
 from megameta.data.tokenizer import Vocab
 from megameta.errors import MegaMetaError
 
@@ -46,6 +48,18 @@ def _encode(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
     keep[np.cumsum(lengths) - 1] = False
     flat[keep] = body
     return flat, lengths
+
+
+def _work(job: list[str] | tuple[str, str, list[bytes]]) -> tuple[np.ndarray, np.ndarray, ReadStats | None]:
+    """A batch of documents, or raw records ``(kind, text_field, records)`` read into documents here.
+
+    Returns (flat ids, lengths, what reading the records counted, or None for documents).
+    """
+    if isinstance(job, list):
+        return (*_encode(job), None)
+    kind, text_field, records = job
+    stats = ReadStats()
+    return (*_encode(batch_documents(kind, records, text_field, stats)), stats)
 
 
 def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
@@ -92,7 +106,7 @@ def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
         try:
             if error:
                 raise error
-            reply = ("ok", _encode(batch))
+            reply = ("ok", _work(batch))
         except Exception as e:
             reply = ("error", MegaMetaError(f"tokenizer worker: {type(e).__name__}: {e}"))
         outbox.put(reply)
@@ -139,11 +153,12 @@ class Tokenizers:
             _init_worker(*self.args)
         self.ready = True
 
-    def submit(self, batch: list[str]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    def submit(self, batch: list[str] | tuple[str, str, list[bytes]]) -> Callable[[], tuple]:
+        """Queue a batch of documents or of raw records (see :func:`_work`); returns its result's getter."""
         if not self.ready:
             self._start()
         if not self.procs:
-            result = _encode(batch)
+            result = _work(batch)
             return lambda: result
         i = self.sent % self.workers
         self.sent += 1
@@ -153,7 +168,7 @@ class Tokenizers:
             self._died(i)
         return lambda: self._receive(i)
 
-    def _receive(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _receive(self, i: int) -> tuple:
         try:
             status, value = self.conns[i].recv()
         except (EOFError, OSError):

@@ -3,9 +3,11 @@
 One unit of work is a (language, split) pair (:mod:`megameta.data.units`); units run
 one after another. Inside a unit the documents (read, optionally deduplicated, long
 ones split: :mod:`megameta.data.documents`) are numbered and cut into parts. Batches
-of documents are tokenized by ``workers`` processes (:mod:`megameta.data.encode`),
-at most a few batches in flight (memory stays bounded whatever the input size), and
-results are consumed in order, so the output is byte-identical for any worker count.
+are tokenized by ``workers`` processes (:mod:`megameta.data.encode`): batches of raw
+records that the workers read into documents themselves when the run tokenizes the
+whole unit, batches of documents otherwise. At most a few batches are in flight
+(memory stays bounded whatever the input size) and results are consumed in order, so
+the output is byte-identical for any worker count.
 
 Many machines: ``piece=(i, n)`` makes this run tokenize only its share of the parts
 and stop (:func:`megameta.data.units.piece_owners`: units are spread over the pieces

@@ -104,30 +104,84 @@ def check_source(source: str) -> None:
         raise InputError(f"cannot read corpus file {path}: {e.strerror}") from None
 
 
+def record_kind(source: str) -> str | None:
+    """``"json"`` or ``"text"`` for a file read as raw records (:func:`iter_records`), else None.
+
+    Parquet and ``hf:`` sources are read as documents only.
+    """
+    if source.startswith("hf:"):
+        return None
+    inner = split_codec(Path(source))[0]
+    return None if inner == ".parquet" else "json" if inner in (".jsonl", ".json") else "text"
+
+
 def iter_documents(
     source: str, text_field: str = "text", stats: ReadStats | None = None, fmt: str = "lines"
 ) -> Iterator[str]:
     """Yield non-empty documents from ``source`` (see module docstring for formats).
 
     ``fmt`` is the plain-text layout (``lines`` or ``paragraphs``); other formats ignore it.
+    Text and JSON lines are :func:`iter_records` turned into documents by :func:`record_document`
+    (so the tokenizer workers, which do that second step on batches of records, read the same).
     """
     check_source(source)
     if fmt not in TEXT_LAYOUTS:
         raise InputError(f"unknown text layout {fmt!r} (expected one of {', '.join(TEXT_LAYOUTS)})")
     stats = stats if stats is not None else ReadStats()
-    if source.startswith("hf:"):
+    kind = record_kind(source)
+    if kind is not None:
+        for raw in iter_records(source, stats, fmt):
+            if (doc := record_document(raw, kind, text_field, stats)) is not None:
+                yield doc
+    elif source.startswith("hf:"):
         yield from _iter_hf(source, text_field, stats)
-        return
-    path = Path(source)
-    inner = split_codec(path)[0]
-    if inner == ".parquet":
-        yield from _iter_parquet(path, text_field, stats)
-    elif inner in (".jsonl", ".json"):
-        yield from _iter_json_lines(path, text_field, stats)
-    elif fmt == "paragraphs":
-        yield from _iter_paragraphs(path, stats)
     else:
-        yield from _iter_text_lines(path, stats)
+        yield from _iter_parquet(Path(source), text_field, stats)
+
+
+def iter_records(source: str, stats: ReadStats, fmt: str = "lines") -> Iterator[bytes]:
+    """The raw records of a text or JSON-lines file (``record_kind`` not None), as bytes.
+
+    A record is a line (one-document-per-line text, JSON lines; an over-long text line comes
+    as pieces) or a paragraph document's lines joined (``fmt="paragraphs"``). What can be
+    decided on the bytes is counted here (empty lines and files, long lines split, JSON lines
+    too long, long documents cut); everything else by :func:`record_document`.
+    """
+    path = Path(source)
+    if record_kind(source) == "json":
+        yield from _json_records(path, stats)
+    elif fmt == "paragraphs":
+        yield from _paragraph_records(path, stats)
+    else:
+        yield from _line_records(path, stats)
+
+
+def record_document(raw: bytes, kind: str, text_field: str, stats: ReadStats) -> str | None:
+    """The document of one raw record of ``kind`` (``"json"`` or ``"text"``), or None (counted)."""
+    if kind == "text":
+        return _emit(_decode(raw, stats), len(raw), stats)
+    try:
+        record, maybe_surrogates = _json_loads(raw, stats)
+    except json.JSONDecodeError:
+        stats.skipped["invalid JSON"] += 1
+        return None
+    value = record.get(text_field) if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        stats.skipped[f"no '{text_field}' string"] += 1
+        return None
+    if maybe_surrogates and _LONE_SURROGATE.search(value):
+        value = _LONE_SURROGATE.sub("\ufffd", value)
+        stats.skipped["lone surrogate replaced"] += 1
+    return _emit(value, len(raw), stats)
+
+
+def record_documents(records: Iterable[bytes], kind: str, text_field: str, stats: ReadStats) -> list[str]:
+    """:func:`record_document` of each record, the Nones left out."""
+    docs = []
+    for raw in records:
+        if (doc := record_document(raw, kind, text_field, stats)) is not None:
+            docs.append(doc)
+    return docs
 
 
 def _emit(text: str, nbytes: int, stats: ReadStats) -> str | None:
@@ -181,17 +235,16 @@ def _raw_lines(f, stats: ReadStats) -> Iterator[bytes]:
         stats.skipped["empty file"] += 1
 
 
-def _iter_text_lines(path: Path, stats: ReadStats) -> Iterator[str]:
+def _line_records(path: Path, stats: ReadStats) -> Iterator[bytes]:
     with open_source(path) as f:
         for raw in _raw_lines(f, stats):
             if not raw.strip():
                 stats.skipped["empty line"] += 1
                 continue
-            if (doc := _emit(_decode(raw, stats), len(raw), stats)) is not None:
-                yield doc
+            yield raw
 
 
-def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
+def _paragraph_records(path: Path, stats: ReadStats) -> Iterator[bytes]:
     """CC-100's layout: blank lines end documents; a document's lines are joined with newlines."""
     with open_source(path) as f:
         doc: list[bytes] = []
@@ -204,14 +257,10 @@ def _iter_paragraphs(path: Path, stats: ReadStats) -> Iterator[str]:
             if doc and (blank or size >= MAX_PARAGRAPH_DOC_BYTES):
                 if not blank:  # no blank line in sight: cut between lines so memory stays bounded
                     stats.skipped["long document cut"] += 1
-                raw_doc = b"".join(doc)
+                yield b"".join(doc)
                 doc, size = [], 0
-                if (text := _emit(_decode(raw_doc, stats), len(raw_doc), stats)) is not None:
-                    yield text
         if doc:
-            raw_doc = b"".join(doc)
-            if (text := _emit(_decode(raw_doc, stats), len(raw_doc), stats)) is not None:
-                yield text
+            yield b"".join(doc)
 
 
 def _json_loads(raw: bytes, stats: ReadStats) -> tuple[object, bool]:
@@ -231,7 +280,7 @@ def _json_loads(raw: bytes, stats: ReadStats) -> tuple[object, bool]:
     return json.loads(_decode(raw, stats)), True
 
 
-def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[str]:
+def _json_records(path: Path, stats: ReadStats) -> Iterator[bytes]:
     with open_source(path) as f:
         seen_any = False
         while True:
@@ -247,20 +296,7 @@ def _iter_json_lines(path: Path, text_field: str, stats: ReadStats) -> Iterator[
             if not raw.strip():
                 stats.skipped["empty line"] += 1
                 continue
-            try:
-                record, maybe_surrogates = _json_loads(raw, stats)
-            except json.JSONDecodeError:
-                stats.skipped["invalid JSON"] += 1
-                continue
-            value = record.get(text_field) if isinstance(record, dict) else None
-            if not isinstance(value, str):
-                stats.skipped[f"no '{text_field}' string"] += 1
-                continue
-            if maybe_surrogates and _LONE_SURROGATE.search(value):
-                value = _LONE_SURROGATE.sub("\ufffd", value)
-                stats.skipped["lone surrogate replaced"] += 1
-            if (doc := _emit(value, len(raw), stats)) is not None:
-                yield doc
+            yield raw
         if not seen_any:
             stats.skipped["empty file"] += 1
 

@@ -16,6 +16,14 @@ not committed yet, reading (not tokenizing) the documents of the others:
   ``<split>.done.json`` (sources with size and sha256, settings, counts) and removes
   the parts.
 
+Who reads the documents: a run that tokenizes every part of the unit (a fresh full run,
+or a piece alone on its unit) with no deduplication hands batches of raw records (lines,
+paragraph documents) to the tokenizer workers, which decode, parse and split them
+themselves (:func:`megameta.data.documents.record_batches`); the reading process only
+frames records and writes results, so it keeps up with many workers. A run that skips
+parts must know where each document falls, so it reads the documents itself and sends
+batches of documents. Both read with the same functions.
+
 Parts are the same bytes whichever process made them, so the final shard does not
 depend on the piece count, the order the pieces ran in, or kills and reruns.
 """
@@ -34,15 +42,16 @@ import numpy as np
 from tqdm import tqdm
 
 from megameta.data import documents
-from megameta.data.documents import document_stream
+from megameta.data.documents import document_stream, record_batches
 from megameta.data.encode import Tokenizers
 from megameta.data.readers import MAX_JSON_LINE_BYTES, MAX_LINE_BYTES, ReadStats
 from megameta.data.shards import FORMAT_VERSION, ShardWriter, TokenShard, concatenate
 from megameta.errors import InputError, MegaMetaError
 from megameta.fileio import sha256_file, write_atomic
 
-# A batch (the unit sent to a worker) ends at BATCH_DOCS documents or BATCH_CHARS characters; at
-# most READ_AHEAD * workers + 1 batches are in flight, so memory does not grow with the input.
+# A batch (the unit sent to a worker) ends at BATCH_DOCS documents or BATCH_CHARS characters (raw
+# records: that many records or bytes); at most READ_AHEAD * workers + 1 batches are in flight, so
+# memory does not grow with the input.
 BATCH_DOCS = 2048
 BATCH_CHARS = 1 << 20
 READ_AHEAD = 2
@@ -185,9 +194,19 @@ class Unit:
         if finished and progress:
             tqdm.write(f"[preprocess] {self.name}: resuming after {len(finished)} finished part(s)")
         stats = ReadStats()
-        text = self.record["text_field"]
-        docs = document_stream(self.files, text, self.record["format"], self.record["dedup"], stats)
-        n_docs, tokenized = self._tokenize(docs, pool, finished, part_docs, (index, owners or [0]), progress)
+        text, fmt, dedup = self.record["text_field"], self.record["format"], self.record["dedup"]
+        owners = owners or [0]
+        records = None
+        if not finished and len(owners) == 1:  # every part to tokenize: the workers may read the records
+            records = record_batches(self.files, fmt, dedup, stats, BATCH_DOCS, BATCH_CHARS)
+        read = [0]
+        if records is not None:
+            jobs = ((None, (kind, text, batch)) for kind, batch in records)
+        else:  # this process reads the documents, to skip those of parts it does not tokenize
+            docs = document_stream(self.files, text, fmt, dedup, stats)
+            jobs = self._document_jobs(docs, finished, part_docs, (index, owners), read)
+        written, tokenized = self._tokenize(jobs, pool, stats, part_docs, progress)
+        n_docs = written if records is not None else read[0]
         if not full:
             return {"parts": len(finished) + tokenized, "tokenized": tokenized}
         n_docs, n_tokens = self._concatenate(n_docs, part_docs)
@@ -196,7 +215,7 @@ class Unit:
             "docs": n_docs,
             "tokens": n_tokens,
             "bytes": stats.bytes,
-            "skipped": dict(stats.skipped),
+            "skipped": dict(sorted(stats.skipped.items())),  # the same whichever process counted what
             "replaced_utf8_lines": stats.replaced_utf8,
         }
         write_atomic(self.done_path, json.dumps(entry, indent=2))
@@ -233,24 +252,54 @@ class Unit:
                 idx.unlink(missing_ok=True)
         return finished
 
-    def _tokenize(
-        self,
-        docs: Iterator[str],
-        pool: Tokenizers,
-        finished: set[int],
-        part_docs: int,
-        piece: tuple[int, list[int]],
-        progress: bool,
-    ) -> tuple[int, int]:
-        """Tokenize the owned, unfinished parts of ``docs``; returns (documents read, parts committed).
+    @staticmethod
+    def _document_jobs(
+        docs: Iterator[str], finished: set[int], part_docs: int, piece: tuple[int, list[int]], read: list[int]
+    ) -> Iterator[tuple[int, list[str]]]:
+        """(number of its first document, batch) for the owned, unfinished parts of ``docs``.
 
         ``piece`` is (this run's piece index, the pieces that part k is dealt to: ``owners[k % len]``).
+        Batches never straddle a part boundary. ``read[0]`` ends as the number of documents read.
         """
         index, owners = piece
+        batch: list[str] = []
+        chars, first, n = 0, 0, -1
+        for n, doc in enumerate(docs):
+            k = n // part_docs
+            if k in finished or owners[k % len(owners)] != index:  # read, not tokenized
+                continue
+            if batch and k != first // part_docs:
+                yield first, batch
+                batch, chars = [], 0
+            if not batch:
+                first = n
+            batch.append(doc)
+            chars += len(doc)
+            if len(batch) == BATCH_DOCS or chars >= BATCH_CHARS:
+                yield first, batch
+                batch, chars = [], 0
+        read[0] = n + 1
+        if batch:
+            yield first, batch
+
+    def _tokenize(
+        self,
+        jobs: Iterator[tuple[int | None, object]],
+        pool: Tokenizers,
+        stats: ReadStats,
+        part_docs: int,
+        progress: bool,
+    ) -> tuple[int, int]:
+        """Tokenize ``jobs`` and write their documents into parts; returns (documents written, parts committed).
+
+        A job is (number of its first document, or None for right after the previous job's, batch);
+        its result may span parts (a batch of records), and what the workers counted while
+        reading records is merged into ``stats`` in order.
+        """
         delay = float(os.environ.get(PART_DELAY_ENV, "0"))
         bar = tqdm(desc=self.name, unit=" docs", disable=not progress, leave=False)
         window: deque = deque()
-        writer, committed = None, 0
+        writer, committed, pos = None, 0, 0
 
         def commit():
             nonlocal writer, committed
@@ -260,41 +309,31 @@ class Unit:
                 time.sleep(delay)
 
         def consume():
-            nonlocal writer
-            k, result = window.popleft()
-            flat, lengths = result()
-            if writer is not None and writer.path != self._part(k):  # batches arrive in part order
-                commit()
-            if writer is None:
-                writer = ShardWriter(self._part(k), self.dtype, self.eos_id)
-            writer.add_flat(flat, lengths)
+            nonlocal writer, pos
+            first, result = window.popleft()
+            flat, lengths, counted = result()
+            if counted is not None:
+                stats.merge(counted)
+            pos = pos if first is None else first
+            ends = np.cumsum(lengths)
+            i = 0
+            while i < len(lengths):  # the documents of part k, then of k + 1, ...
+                k = (pos + i) // part_docs
+                j = min(len(lengths), (k + 1) * part_docs - pos)
+                if writer is not None and writer.path != self._part(k):  # results arrive in part order
+                    commit()
+                if writer is None:
+                    writer = ShardWriter(self._part(k), self.dtype, self.eos_id)
+                writer.add_flat(flat[ends[i - 1] if i else 0 : ends[j - 1]], lengths[i:j])
+                i = j
+            pos += len(lengths)
             bar.update(len(lengths))
 
-        def flush(k: int, batch: list[str]):
-            window.append((k, pool.submit(batch)))
-            if len(window) > READ_AHEAD * max(pool.workers, 1) + 1:  # bounded read-ahead
-                consume()
-
-        n = 0
         try:
-            # Batches never straddle a part boundary, so each part is written from whole batches.
-            batch: list[str] = []
-            chars, batch_part = 0, -1
-            for n, doc in enumerate(docs, 1):
-                k = (n - 1) // part_docs
-                if k in finished or owners[k % len(owners)] != index:  # read, not tokenized
-                    continue
-                if batch and k != batch_part:
-                    flush(batch_part, batch)
-                    batch, chars = [], 0
-                batch.append(doc)
-                chars += len(doc)
-                batch_part = k
-                if len(batch) == BATCH_DOCS or chars >= BATCH_CHARS:
-                    flush(k, batch)
-                    batch, chars = [], 0
-            if batch:
-                window.append((batch_part, pool.submit(batch)))
+            for first, job in jobs:
+                window.append((first, pool.submit(job)))
+                if len(window) > READ_AHEAD * max(pool.workers, 1) + 1:  # bounded read-ahead
+                    consume()
             while window:
                 consume()
             if writer is not None:
@@ -303,7 +342,7 @@ class Unit:
             if writer is not None:
                 writer.abort()
             bar.close()
-        return n, committed
+        return pos, committed
 
     def _concatenate(self, n_docs: int, part_docs: int) -> tuple[int, int]:
         """Parts -> final ``.bin/.idx``; checks that the parts hold exactly the ``n_docs`` documents read."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -12,8 +13,22 @@ from megameta.data.encode import Tokenizers
 from megameta.errors import MegaMetaError
 
 
-def _batches(n: int) -> list[list[str]]:
-    return [[f"document {i} line {j} " * (1 + (i * 7 + j) % 5) for j in range(1 + i % 4)] for i in range(n)]
+def _batches(n: int) -> list:
+    """Batches of documents, and every third one raw records (JSON lines or text) that the workers read."""
+    batches = []
+    for i in range(n):
+        docs = [f"document {i} line {j} " * (1 + (i * 7 + j) % 5) for j in range(1 + i % 4)]
+        if i % 6 == 2:
+            lines = [json.dumps({"text": d}).encode() + b"\n" for d in docs] + [
+                b"not json\n",
+                b'{"text": 1}\n',
+            ]
+            batches.append(("json", "text", lines))
+        elif i % 6 == 5:
+            batches.append(("text", "text", [d.encode() + b"\n" for d in docs] + [b"  \xe3\x80\x80 \n"]))
+        else:
+            batches.append(docs)
+    return batches
 
 
 def test_workers_return_in_order_what_one_process_returns(tiny_tokenizer):
@@ -32,9 +47,14 @@ def test_workers_return_in_order_what_one_process_returns(tiny_tokenizer):
         pool.close()
     assert len(procs) == 3 and [p.exitcode for p in procs] == [0, 0, 0], "an orderly close ends every worker"
     assert len(got) == len(want)
-    for (flat, lengths), (flat_1, lengths_1) in zip(got, want, strict=True):
+    for (flat, lengths, counted), (flat_1, lengths_1, counted_1) in zip(got, want, strict=True):
         np.testing.assert_array_equal(flat, flat_1)
         np.testing.assert_array_equal(lengths, lengths_1)
+        assert counted == counted_1
+    json_stats, text_stats = want[2][2], want[5][2]
+    assert json_stats.docs == 3 and json_stats.skipped == {"invalid JSON": 1, "no 'text' string": 1}
+    assert text_stats.docs == 2 and text_stats.skipped == {"empty document": 1}  # U+3000 only
+    assert want[0][2] is None and len(want[2][1]) == 3  # documents count nothing; 3 documents read
 
 
 def test_a_killed_worker_is_an_error_naming_its_exit_code(tiny_tokenizer):

@@ -52,6 +52,47 @@ def test_identical_for_part_size_batch_size_and_resumed_parts(
     assert capsys.readouterr().out.count("up to date") == 5
 
 
+def test_workers_reading_records_equal_the_reading_process_reading_documents(
+    tmp_path, data_corpus, tiny_tokenizer, monkeypatch
+):
+    """A fresh run hands raw records to the workers; runs that skip parts read documents themselves.
+
+    Both must give the same shards and counts (a resumed or piece run finishes what a fresh
+    run started), and in the fresh run the reading process must parse no record itself.
+    """
+    bad_txt, bad_jsonl = tmp_path / "bad.txt", tmp_path / "bad.jsonl"
+    bad_txt.write_bytes(b"one\n\n \xe3\x80\x80\nbad \xff utf8\n" + b"long " * 300 + b"\nlast")
+    bad_jsonl.write_bytes(b'{"text": "a"}\nnot json\n{"x": 1}\n\n{"text": "lone \\ud800"}\n{"text": "  "}\n')
+    sources = {
+        "train": {"en": [*data_corpus["en"], str(bad_txt)], "fr": [str(bad_jsonl), *data_corpus["fr"]]}
+    }
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 512)
+    monkeypatch.setattr(documents, "MAX_DOC_CHARS", 300)
+    parsed_here = []
+    real_record_document = readers.record_document
+
+    def record_document(*args):
+        parsed_here.append(os.getpid())  # in a forked worker this appends to the worker's own list
+        return real_record_document(*args)
+
+    monkeypatch.setattr(readers, "record_document", record_document)
+    fresh = preprocess(sources, tiny_tokenizer, tmp_path / "fresh", workers=2, part_docs=40, progress=False)
+    assert parsed_here == [], "the reading process parsed records that the workers should read"
+    monkeypatch.setattr(units, "record_batches", lambda *a, **k: None)  # as when parts are skipped
+    preprocess(sources, tiny_tokenizer, tmp_path / "itself", workers=1, part_docs=40, progress=False)
+    assert parsed_here, "the reading process read the documents itself"
+    assert _shard_bytes(tmp_path / "fresh") == _shard_bytes(tmp_path / "itself")
+    for lang in ("en", "fr"):  # the same record, byte for byte: counts, skip reasons and their order
+        done = [(tmp_path / run / lang / "train.done.json").read_text() for run in ("fresh", "itself")]
+        assert done[0] == done[1]
+    fr = {k: v for k, v in fresh["languages"]["fr"]["train"]["skipped"].items() if k != "long document split"}
+    assert fr == {
+        "empty document": 1, "empty line": 1, "invalid JSON": 1, "lone surrogate replaced": 1, "no 'text' string": 1,
+    }  # fmt: skip
+    en = fresh["languages"]["en"]["train"]
+    assert en["replaced_utf8_lines"] == 1 and {"long line split", "long document split"} <= set(en["skipped"])
+
+
 @pytest.mark.slow
 def test_kill_and_rerun_is_byte_identical(tmp_path, data_corpus, tiny_tokenizer, tiny_shards):
     """SIGKILL `preprocess` (2 workers) after a few parts are committed; rerun; compare with an uninterrupted run."""
@@ -78,21 +119,25 @@ def test_kill_and_rerun_is_byte_identical(tmp_path, data_corpus, tiny_tokenizer,
     mtimes = {p.name: p.stat().st_mtime_ns for p in parts.glob("*")}
     # Rerun in-process with a different worker count; parts already committed must not be rewritten.
     seen = {}
-    real_tokenize = units.Unit._tokenize
+    real_prepare, real_tokenize = units.Unit._prepare_parts, units.Unit._tokenize
 
-    def spy(self, docs, pool, finished, part_docs, piece, progress):
+    def prepare_spy(self, *args, **kwargs):
+        finished = real_prepare(self, *args, **kwargs)
         seen[self.name] = len(finished)
-        if self.name == "en/train":
-            assert {p.name: p.stat().st_mtime_ns for p in parts.glob("0000*")} == {
-                k: v for k, v in mtimes.items() if k.startswith("0000")
-            }
-        return real_tokenize(self, docs, pool, finished, part_docs, piece, progress)
+        return finished
 
-    units.Unit._tokenize = spy
+    def tokenize_spy(self, *args, **kwargs):
+        written = real_tokenize(self, *args, **kwargs)
+        if self.name == "en/train":  # the parts of the killed run are the same files, untouched
+            before = {k: v for k, v in mtimes.items() if k.startswith("0000")}
+            assert {k: (parts / k).stat().st_mtime_ns for k in before} == before
+        return written
+
+    units.Unit._prepare_parts, units.Unit._tokenize = prepare_spy, tokenize_spy
     try:
         preprocess(sources, tiny_tokenizer, out, workers=1, part_docs=50, progress=False)
     finally:
-        units.Unit._tokenize = real_tokenize
+        units.Unit._prepare_parts, units.Unit._tokenize = real_prepare, real_tokenize
     assert seen["en/train"] >= 3, "the rerun redid finished parts"
     assert _shard_bytes(out) == _shard_bytes(tiny_shards)
 
