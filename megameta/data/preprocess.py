@@ -54,8 +54,8 @@ from megameta.fileio import write_atomic
 def memory_bound_mb(workers: int) -> int:
     """Peak memory (PSS summed over the main process and its workers) that preprocessing stays under.
 
-    Measured on 1 GB of text (``tests/reliability/test_preprocess_load.py``): 234 MiB with 1 worker,
-    297 MiB with 2; the bound leaves room for longer documents and other tokenizers. Deduplication
+    Measured on 1 GB of text (``tests/reliability/test_preprocess_load.py``): 235 MiB with 1 worker,
+    287 MiB with 2; the bound leaves room for longer documents and other tokenizers. Deduplication
     adds its set of hashes (:mod:`megameta.data.documents`).
     """
     return 256 + 128 * workers
