@@ -65,12 +65,12 @@ def _work(job: list[str] | tuple[str, str, list[bytes]]) -> tuple[np.ndarray, np
 def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
     """A worker: tokenize the batches arriving on ``conn`` in order, send back each result in order.
 
-    The main thread only tokenizes. One thread receives batches into an inbox, so the parent's
-    send never waits on this worker's send of an earlier result (no deadlock, whatever the
-    pipe's buffer size); another sends the results, so the worker goes on to its next batch
-    while the parent is still collecting another worker's result (sending from the main thread
-    left each of 2 workers blocked 0.15 s per 120 MB). SIGINT is ignored: the parent handles
-    Ctrl-C and stops the workers.
+    The main thread reads raw records and tokenizes. One thread receives batches into an inbox,
+    so the parent's send never waits on this worker's send of an earlier result (no deadlock,
+    whatever the pipe's buffer size); another sends the results, so the worker goes on to its
+    next batch while the parent is still collecting another worker's result (sending from the
+    main thread left each of 2 workers blocked 0.15 s per 120 MB). SIGINT is ignored: the
+    parent handles Ctrl-C and stops the workers.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -117,7 +117,7 @@ def _serve(conn, tokenizer_dir: str, dtype: str) -> None:
 class Tokenizers:
     """The tokenizer workers (or the in-process tokenizer for ``workers <= 1``), started on first use.
 
-    ``submit(batch)`` returns a callable that waits for and returns ``(flat ids, lengths)``;
+    ``submit(batch)`` returns a callable that waits for and returns :func:`_work`'s result;
     results must be collected in submission order. Batch i goes to worker ``i % workers`` over
     its own pipe and the calling thread does all the sending and receiving: no helper threads
     competing for the parent's GIL: ``multiprocessing.Pool``'s three used 0.43 s of CPU beside
