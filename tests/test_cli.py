@@ -47,3 +47,24 @@ def test_every_verb_has_help_and_config_verbs_take_overrides():
 
 if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
     SNAPSHOT.write_text(json.dumps(cli_surface(), indent=2) + "\n")
+
+
+def test_every_docstring_can_be_printed():
+    """`help()` and `--help` print docstrings as UTF-8: an escape like a lone surrogate in one breaks them."""
+    import importlib
+    import pkgutil
+
+    import megameta
+
+    bad = []
+    for info in pkgutil.walk_packages(megameta.__path__, "megameta."):
+        module = importlib.import_module(info.name)
+        for obj in (module, *vars(module).values()):
+            doc = getattr(obj, "__doc__", None)
+            if isinstance(doc, str) and getattr(obj, "__module__", info.name) == info.name:
+                try:
+                    doc.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    where = info.name if obj is module else f"{info.name}.{getattr(obj, '__name__', '?')}"
+                    bad.append(f"{where}: {e}")
+    assert not bad, bad

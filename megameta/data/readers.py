@@ -13,7 +13,7 @@ one bounded line of a file in memory. Bad records are counted in a
   (``empty line``, ``empty document``, ``empty file``);
 * JSON lines that do not parse, or lack a string ``text_field``, are skipped and
   counted (``invalid JSON``, ``no 'text' string``); an unpaired surrogate escape in the
-  text (``"\ud800"``, valid JSON but no Unicode character, so no UTF-8 encoder, the
+  text (``"\\ud800"``, valid JSON but no Unicode character, so no UTF-8 encoder, the
   tokenizer's included, accepts it) becomes U+FFFD and is counted (``lone surrogate
   replaced``); the document is kept;
 * a plain-text line longer than ``MAX_LINE_BYTES`` is split into pieces of at most
