@@ -96,4 +96,4 @@ def record_batches(
 
 def batch_documents(kind: str, records: list[bytes], text_field: str, stats: ReadStats) -> list[str]:
     """The documents of one of :func:`record_batches`' batches (long ones split)."""
-    return list(split_long(iter(record_documents(records, kind, text_field, stats)), stats))
+    return list(split_long(record_documents(records, kind, text_field, stats), stats))

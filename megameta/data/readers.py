@@ -130,9 +130,7 @@ def iter_documents(
     stats = stats if stats is not None else ReadStats()
     kind = record_kind(source)
     if kind is not None:
-        for raw in iter_records(source, stats, fmt):
-            if (doc := record_document(raw, kind, text_field, stats)) is not None:
-                yield doc
+        yield from record_documents(iter_records(source, stats, fmt), kind, text_field, stats)
     elif source.startswith("hf:"):
         yield from _iter_hf(source, text_field, stats)
     else:
@@ -175,13 +173,11 @@ def record_document(raw: bytes, kind: str, text_field: str, stats: ReadStats) ->
     return _emit(value, len(raw), stats)
 
 
-def record_documents(records: Iterable[bytes], kind: str, text_field: str, stats: ReadStats) -> list[str]:
+def record_documents(records: Iterable[bytes], kind: str, text_field: str, stats: ReadStats) -> Iterator[str]:
     """:func:`record_document` of each record, the Nones left out."""
-    docs = []
     for raw in records:
         if (doc := record_document(raw, kind, text_field, stats)) is not None:
-            docs.append(doc)
-    return docs
+            yield doc
 
 
 def _emit(text: str, nbytes: int, stats: ReadStats) -> str | None:
