@@ -1,8 +1,8 @@
 """Training-step throughput: MegaMeta's XLMRForMaskedLM vs transformers' XLMRobertaForMaskedLM.
 
 Both models run full steps (forward, backward, AdamW step) through the same single-process
-DeepSpeed engine config (ZeRO-0, a ``torch.optim.AdamW`` so no DeepSpeed op is compiled) on the
-same batch: random token ids, 15% of positions labelled. The Hugging Face baseline gets its
+DeepSpeed engine config (ZeRO-0, the torch AdamW the trainer builds with ``kernels.build_adamw``,
+so no DeepSpeed op is compiled) on the same batch: random token ids, 15% of positions labelled. The Hugging Face baseline gets its
 faster attention implementation ("sdpa" or "eager", timed per precision on the first vocabulary).
 
     python bench/train_step.py                      # vocab 32000 and 250002, fp32 and bf16
@@ -62,7 +62,9 @@ def make_step(
     """Wrap ``model`` in a DeepSpeed engine; return a function running one full training step."""
     import deepspeed
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, foreach=True)
+    from megameta.kernels import build_adamw
+
+    opt = build_adamw(model.parameters(), lr=1e-4, weight_decay=0.01)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=_ds_config(batch, precision))
 
     def step(ids: torch.Tensor, labels: torch.Tensor) -> None:

@@ -17,7 +17,12 @@ from megameta.kernels import (
     resolve_device,
 )
 
-KERNELS = {"attention", "layer_norm", "optimizer", "mixed_precision", "compile"}
+KERNELS = {"attention", "layer_norm", "optimizer", "dropout", "mixed_precision", "compile"}
+CPU_ADAMW = (
+    "torch.optim.AdamW(fused=True)"
+    if kernels._torch_fused_adamw(torch.device("cpu"))
+    else "torch.optim.AdamW(foreach=True)"
+)
 
 
 def test_detect_kernels_on_cpu_reports_torch_fallbacks_with_reasons() -> None:
@@ -25,7 +30,8 @@ def test_detect_kernels_on_cpu_reports_torch_fallbacks_with_reasons() -> None:
     assert set(report) == KERNELS
     assert report["attention"]["active"] == "sdpa-cpu"
     assert report["layer_norm"]["active"] == "torch.nn.LayerNorm"
-    assert report["optimizer"]["active"] == "torch.optim.AdamW(foreach=True)"
+    assert report["optimizer"]["active"] == CPU_ADAMW
+    assert report["dropout"]["active"] == "megameta 16-bit mask"
     assert report["mixed_precision"]["active"] in {"bf16", "fp16", "fp32"}
     assert report["compile"]["active"] in {"torch.compile(inductor)", "eager"}
     for name, entry in report.items():
@@ -50,15 +56,18 @@ def test_format_kernel_report_is_an_aligned_table() -> None:
     assert len(lines) == 2 + len(KERNELS)
     column = lines[0].index("active")
     assert all(line[column - 2 : column] == "  " for line in lines)
-    assert "torch.optim.AdamW(foreach=True)" in text
+    assert CPU_ADAMW in text
 
 
-def test_build_adamw_on_cpu_returns_a_foreach_adamw_that_steps() -> None:
+def test_build_adamw_on_cpu_returns_the_reported_adamw_that_steps() -> None:
     weight = torch.nn.Parameter(torch.ones(4, 3))
     bias = torch.nn.Parameter(torch.zeros(3))
     groups = [{"params": [weight], "weight_decay": 0.1}, {"params": [bias], "weight_decay": 0.0}]
     opt = build_adamw(groups, lr=0.1, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, device="cpu")
-    assert type(opt) is torch.optim.AdamW and opt.defaults["foreach"] is True
+    assert type(opt) is torch.optim.AdamW
+    fused = kernels._torch_fused_adamw(torch.device("cpu"))
+    assert fused == (tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 4))
+    assert (opt.defaults["fused"], opt.defaults["foreach"]) == ((True, None) if fused else (None, True))
     assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[0]["betas"] == (0.9, 0.98)
     (torch.ones(2, 4) @ weight + bias).sum().backward()
     opt.step()
@@ -88,3 +97,65 @@ def test_cuda_uses_fused_optimizer_and_flash_capable_attention() -> None:
     p.sum().backward()
     opt.step()
     assert torch.all(p < 1.0)
+
+
+def test_build_adamw_fused_and_foreach_take_the_same_step() -> None:
+    """The fused CPU kernel is the same AdamW as the multi-tensor one, to rounding."""
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    results = []
+    for flag in ("fused", "foreach"):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = torch.optim.AdamW(
+            params, lr=1e-2, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, **{flag: True}
+        )
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        results.append(params)
+    for fused, foreach, before in zip(*results, start):
+        torch.testing.assert_close(fused, foreach, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(fused, before)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_drops_at_rate_p_scales_to_the_same_mean_and_masks_the_gradient(p: float) -> None:
+    levels = kernels._MASK_LEVELS
+    drop = round(p * levels)
+    x = torch.full((256, 1024), 2.0, requires_grad=True)  # n = 262,144
+    torch.manual_seed(3)
+    y = kernels.dropout(x, p)
+    kept = y != 0
+    scale = levels / (levels - drop)
+    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0 * scale))
+    # Every element, and each of the four 16-bit lanes cut from one 64-bit draw, keeps at the
+    # rate 1 - drop / 2^16 (6 standard deviations: fails about once in 10^9 runs).
+    keep_rate = 1 - drop / levels
+    for lane, share in [(None, kept.flatten())] + [(i, kept.flatten()[i::4]) for i in range(4)]:
+        sigma = (keep_rate * (1 - keep_rate) / share.numel()) ** 0.5
+        assert abs(share.float().mean().item() - keep_rate) < 6 * sigma, lane
+    # Inverted dropout keeps the expectation: the mean stays 2.0 to sampling error.
+    assert abs(y.mean().item() - 2.0) < 6 * 2.0 * scale * (keep_rate * (1 - keep_rate) / x.numel()) ** 0.5
+    y.backward(torch.full_like(y, 3.0))
+    assert torch.equal(x.grad, torch.where(kept, 3.0 * scale, 0.0))
+    torch.manual_seed(3)
+    assert torch.equal(kernels.dropout(x, p), y)  # the seeded default generator decides
+    assert not torch.equal(kernels.dropout(x, p), y)
+
+
+def test_cpu_dropout_keeps_dtype_passes_eval_through_and_saves_a_bool_mask() -> None:
+    x = torch.randn(8, 16, dtype=torch.bfloat16, requires_grad=True)
+    assert kernels.dropout(x, 0.1, training=False) is x and kernels.dropout(x, 0.0) is x
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = kernels.dropout(x, 0.3)
+    assert y.dtype == torch.bfloat16 and [t.dtype for t in saved] == [torch.bool]
+    module = kernels.Dropout(0.3)
+    assert module(x).dtype == torch.bfloat16 and module.eval()(x) is x
+    # A probability 16 bits cannot express goes to torch's dropout rather than being rounded away.
+    torch.manual_seed(0)
+    tiny = kernels.dropout(torch.ones(4), 1e-6)
+    torch.manual_seed(0)
+    assert torch.equal(tiny, torch.nn.functional.dropout(torch.ones(4), 1e-6))
