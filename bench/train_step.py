@@ -2,8 +2,9 @@
 
 Both models run full steps (forward, backward, AdamW step) through the same single-process
 DeepSpeed engine config (ZeRO-0, the torch AdamW the trainer builds with ``kernels.build_adamw``,
-so no DeepSpeed op is compiled) on the same batch: random token ids, 15% of positions labelled. The Hugging Face baseline gets its
-faster attention implementation ("sdpa" or "eager", timed per precision on the first vocabulary).
+so no DeepSpeed op is compiled) on the same batch: random token ids, 15% of positions labelled.
+The Hugging Face baseline gets its faster attention implementation ("sdpa" or "eager", timed per
+precision on the first vocabulary).
 
     python bench/train_step.py                      # vocab 32000 and 250002, fp32 and bf16
     python bench/train_step.py --vocab 250002 --precision fp32 --steps 5 --compile

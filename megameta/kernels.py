@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import shutil
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from megameta.errors import ConfigError
 
 
 @functools.cache
@@ -120,21 +123,133 @@ def _attention(dev: torch.device) -> dict[str, str]:
     return {"active": "sdpa-math", "why": "fused SDPA backends disabled"}
 
 
-def _optimizer_choice(dev: torch.device) -> dict[str, str]:
-    if dev.type == "cuda":
-        ok, why = _apex_status()
-        if ok:
-            return {"active": "apex.FusedAdam", "why": why}
-        return {"active": "torch.optim.AdamW(fused=True)", "why": f"CUDA device; {why}"}
-    if _torch_fused_adamw(dev):
-        return {
-            "active": "torch.optim.AdamW(fused=True)",
-            "why": f"device is {dev.type}: torch's fused kernel",
-        }
+#: ``optim.kernel`` values other than "auto", and the class each builds.
+ADAMW_KERNELS = {
+    "apex": "apex.FusedAdam",
+    "deepspeed": "deepspeed.ops.adam.FusedAdam",
+    "torch-fused": "torch.optim.AdamW(fused=True)",
+    "torch-foreach": "torch.optim.AdamW(foreach=True)",
+}
+#: device type -> (kernel chosen by measurement, {kernel: ms per step}); filled by `choose_adamw`.
+_MEASURED: dict[str, tuple[str, dict[str, float]]] = {}
+
+
+def adamw_kernels(device: torch.device | str | None = None) -> dict[str, str | None]:
+    """Each AdamW kernel of `ADAMW_KERNELS` on ``device``: None when it runs here, else why not."""
+    dev = resolve_device(device)
+    fused = (
+        None
+        if dev.type == "cuda" or _torch_fused_adamw(dev)
+        else f"torch {torch.__version__} has no fused {dev.type} AdamW"
+    )
+    if dev.type != "cuda":
+        off = f"device is {dev.type}"
+        return {"apex": off, "deepspeed": off, "torch-fused": fused, "torch-foreach": None}
+    apex_ok, apex_why = _apex_status()
     return {
-        "active": "torch.optim.AdamW(foreach=True)",
-        "why": f"torch {torch.__version__} has no fused {dev.type} AdamW",
+        "apex": None if apex_ok else apex_why,
+        "deepspeed": _deepspeed_fused_adam()[1],
+        "torch-fused": fused,
+        "torch-foreach": None,
     }
+
+
+@functools.cache
+def _deepspeed_fused_adam() -> tuple[bool, str | None]:
+    """(prebuilt, why not usable): DeepSpeed's FusedAdam op, prebuilt at install or JIT-built by nvcc."""
+    try:
+        from deepspeed.git_version_info import installed_ops
+    except Exception as exc:
+        return False, f"deepspeed not importable ({type(exc).__name__})"
+    if installed_ops.get("fused_adam"):
+        return True, None
+    if shutil.which("nvcc"):
+        return False, None  # JIT-built on first use: a minute or more, so "auto" does not try it
+    return (
+        False,
+        "DeepSpeed's fused_adam op is not prebuilt and nvcc is missing (DS_BUILD_FUSED_ADAM=1 at install)",
+    )
+
+
+def _make_adamw(kernel: str, param_groups: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+    if kernel == "apex":
+        from apex.optimizers import FusedAdam
+
+        return FusedAdam(param_groups, adam_w_mode=True, **kwargs)
+    if kernel == "deepspeed":
+        from deepspeed.ops.adam import FusedAdam
+
+        return FusedAdam(param_groups, adam_w_mode=True, **kwargs)
+    return torch.optim.AdamW(
+        param_groups, **{"fused" if kernel == "torch-fused" else "foreach": True}, **kwargs
+    )
+
+
+def measure_adamw(
+    device: torch.device | str | None = None, numel: int = 1 << 24, tensors: int = 64, steps: int = 5
+) -> dict[str, float]:
+    """Milliseconds per step (median of ``steps``, after two warm-up steps) of each AdamW kernel that
+    `choose_adamw` may pick on ``device``, on ``tensors`` fp32 parameters of ``numel`` elements in all
+    (half in one tensor, like a vocabulary embedding; the rest in equal shares)."""
+    import statistics
+    import time
+
+    dev = resolve_device(device)
+    sizes = [numel // 2] + [max(1, numel // 2 // (tensors - 1))] * (tensors - 1)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    usable = adamw_kernels(dev)
+    times = {}
+    for kernel in ADAMW_KERNELS:
+        if usable[kernel] is not None or (kernel == "deepspeed" and not _deepspeed_fused_adam()[0]):
+            continue
+        params = [torch.zeros(n, device=dev, requires_grad=True) for n in sizes]
+        for p in params:
+            p.grad = torch.full_like(p, 1e-3)
+        opt = _make_adamw(kernel, params, lr=1e-4, weight_decay=0.01)
+        samples = []
+        for i in range(2 + steps):
+            sync()
+            start = time.perf_counter()
+            opt.step()
+            sync()
+            if i >= 2:
+                samples.append((time.perf_counter() - start) * 1e3)
+        times[kernel] = statistics.median(samples)
+        del opt, params
+    return times
+
+
+def choose_adamw(device: torch.device | str | None = None, agree: bool = True) -> str:
+    """The AdamW kernel that ``optim.kernel: auto`` uses on ``device``.
+
+    CUDA: the fastest by `measure_adamw`, measured once per process. With ``agree`` every rank takes
+    rank 0's choice (a broadcast, when torch.distributed is initialised: all ranks must call), so
+    replicated parameters stay equal. Other devices: torch's fused AdamW where torch has it (CPU:
+    4.6 vs 16.0 ms per step of the bench model, BENCHMARKS.md), else the multi-tensor one; no
+    timing, so a CPU run always takes the same kernel and stays bit-for-bit reproducible.
+    """
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return "torch-fused" if adamw_kernels(dev)["torch-fused"] is None else "torch-foreach"
+    if dev.type not in _MEASURED:
+        times = measure_adamw(dev)
+        choice = [min(times, key=times.get)]
+        if agree and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(choice, src=0)
+        _MEASURED[dev.type] = (choice[0], times)
+    return _MEASURED[dev.type][0]
+
+
+def _optimizer_choice(dev: torch.device, kernel: str) -> dict[str, str]:
+    if kernel != "auto":
+        return {"active": ADAMW_KERNELS[kernel], "why": f"optim.kernel: {kernel}"}
+    kernel = choose_adamw(dev, agree=False)  # after build_adamw's agreed choice, or a lone process
+    if dev.type == "cuda":
+        times = ", ".join(f"{k} {ms:.2f} ms" for k, ms in _MEASURED[dev.type][1].items())
+        return {"active": ADAMW_KERNELS[kernel], "why": f"fastest measured per step: {times}"}
+    if kernel == "torch-fused":
+        return {"active": ADAMW_KERNELS[kernel], "why": f"device is {dev.type}: torch's fused kernel"}
+    return {"active": ADAMW_KERNELS[kernel], "why": adamw_kernels(dev)["torch-fused"]}
 
 
 @functools.cache
@@ -174,8 +289,11 @@ def _compile() -> dict[str, str]:
     return {"active": "torch.compile(inductor)", "why": f"torch {torch.__version__} with inductor"}
 
 
-def detect_kernels(device: torch.device | str | None = None) -> dict[str, dict[str, str]]:
-    """Kernel choices for ``device`` (default: CUDA if available, else CPU).
+def detect_kernels(
+    device: torch.device | str | None = None, adamw: str = "auto"
+) -> dict[str, dict[str, str]]:
+    """Kernel choices for ``device`` (default: CUDA if available, else CPU) and ``optim.kernel``
+    ``adamw``. Never a collective: call it after `build_adamw` for the choice the ranks agreed on.
 
     Returns ``{kernel: {"active": name, "why": one-line reason}}`` for the kernels
     ``attention``, ``layer_norm``, ``optimizer``, ``dropout``, ``mixed_precision`` and ``compile``.
@@ -190,7 +308,7 @@ def detect_kernels(device: torch.device | str | None = None) -> dict[str, dict[s
     return {
         "attention": _attention(dev),
         "layer_norm": norm,
-        "optimizer": _optimizer_choice(dev),
+        "optimizer": _optimizer_choice(dev, adamw),
         "dropout": _dropout(dev),
         "mixed_precision": _mixed_precision(),
         "compile": _compile(),
@@ -204,19 +322,19 @@ def build_adamw(
     eps: float = 1e-6,
     weight_decay: float = 0.01,
     device: torch.device | str | None = None,
+    kernel: str = "auto",
 ) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) with the fastest kernel for ``device``: apex FusedAdam on
-    CUDA with apex, else torch's fused AdamW (CUDA; CPU since torch 2.4), else torch's
-    multi-tensor (foreach) AdamW."""
+    """AdamW (decoupled weight decay) with ``kernel``, one of `ADAMW_KERNELS` or "auto" (`choose_adamw`:
+    measured on CUDA, torch's fused AdamW on CPU where torch has it). A kernel that cannot run here
+    raises ConfigError naming ``optim.kernel`` and the reason."""
     dev = resolve_device(device)
-    kwargs = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
-    if dev.type == "cuda" and _apex_status()[0]:
-        from apex.optimizers import FusedAdam
-
-        return FusedAdam(param_groups, adam_w_mode=True, **kwargs)
-    if dev.type == "cuda" or _torch_fused_adamw(dev):
-        return torch.optim.AdamW(param_groups, fused=True, **kwargs)
-    return torch.optim.AdamW(param_groups, foreach=True, **kwargs)
+    if kernel == "auto":
+        kernel = choose_adamw(dev)
+    elif kernel not in ADAMW_KERNELS:
+        raise ConfigError(f"optim.kernel: must be auto or one of {', '.join(ADAMW_KERNELS)}, got {kernel!r}")
+    elif (why := adamw_kernels(dev)[kernel]) is not None:
+        raise ConfigError(f"optim.kernel: {kernel} cannot run here: {why}")
+    return _make_adamw(kernel, param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 def format_kernel_report(report: dict[str, dict[str, str]]) -> str:

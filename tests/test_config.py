@@ -55,6 +55,10 @@ def test_overrides_apply_to_nested_fields_and_list_items():
         ("phases[0].langs=[xx]", "phases[0].langs: language 'xx' has no entry in data.sources"),
         ("phases[5].steps=1", "override 'phases[5].steps=1': phases[5] does not exist"),
         ("optim.schedule=step", "optim.schedule: must be one of linear, cosine, constant, got 'step'"),
+        (
+            "optim.kernel=adam8bit",
+            "optim.kernel: must be one of auto, apex, deepspeed, torch-fused, torch-foreach, got 'adam8bit'",
+        ),
         ("train.guard.spike_factor=0.5", "train.guard.spike_factor: must be 0 (off) or > 1, got 0.5"),
         ("train.guard.max_bad_steps=-1", "train.guard.max_bad_steps: must be >= 0, got -1"),
     ],

@@ -15,6 +15,7 @@ from megameta.data.tokenizer import Vocab, vocab_hash
 from megameta.errors import InputError
 from megameta.layout import PhaseLayout
 from megameta.model.config import ModelConfig
+from megameta.train.ds_config import uses_offload
 from megameta.train.optim import build_optimizer, param_groups
 from megameta.train.schedule import lr_lambda
 
@@ -155,13 +156,17 @@ def set_matmul_precision(train, device: torch.device) -> None:
 def phase_banner(cfg: RunConfig, phase: ResolvedPhase, total_steps: int, global_batch: int, world: int,
                  ds_config: dict, device: torch.device) -> str:  # fmt: skip
     """The start-up lines of a phase: its shape, and the kernels this process uses (the report of
-    ``megameta inspect --env``: attention, optimizer, mixed precision, compile)."""
+    ``megameta inspect --env``: attention, optimizer, dropout, mixed precision, compile)."""
     from megameta.kernels import detect_kernels, format_kernel_report
 
+    report = detect_kernels(device, cfg.optim.kernel)
+    if uses_offload(ds_config):
+        why = "ZeRO-Offload steps the optimizer on the CPU"
+        report["optimizer"] = {"active": "deepspeed.ops.adam.DeepSpeedCPUAdam", "why": why}
     stage = ds_config["zero_optimization"].get("stage", 0)
     tf32 = " (TF32 matmuls)" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else ""
     return (
         f"[train] phase {phase.name}: langs {','.join(phase.langs)} | {total_steps} steps x {global_batch} seqs x "
         f"{cfg.data.max_seq_len} tokens | world {world} | ZeRO {stage} | {cfg.train.precision}{tf32} | device {device.type}\n"
-        + format_kernel_report(detect_kernels(device))
+        + format_kernel_report(report)
     )

@@ -16,6 +16,9 @@ from megameta.train.schedule import SCHEDULES as SCHEDULE_REGISTRY
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = tuple(SCHEDULE_REGISTRY)
 LAUNCHERS = tuple(LAUNCHER_REGISTRY)
+#: ``optim.kernel``: "auto" and the names of ``megameta.kernels.ADAMW_KERNELS``, repeated here because
+#: that module imports torch (``tests/model/test_kernels.py`` keeps the two equal).
+ADAMW_KERNELS = ("auto", "apex", "deepspeed", "torch-fused", "torch-foreach")
 
 
 @dataclass
@@ -38,6 +41,10 @@ class OptimConfig:
     """Decay after warm-up: linear, cosine or constant."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of ``lr``."""
+    kernel: str = "auto"
+    """AdamW kernel: auto (on GPU the fastest of apex, DeepSpeed's FusedAdam and torch's fused and
+    multi-tensor AdamW, measured at start-up; on CPU torch's fused AdamW), or one of apex, deepspeed,
+    torch-fused, torch-foreach. ZeRO-Offload always steps DeepSpeed's CPU Adam."""
 
     def validate(self, path: str) -> None:
         check(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
@@ -57,6 +64,11 @@ class OptimConfig:
         )
         check(
             0 <= self.min_lr_ratio <= 1, f"{path}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
+        )
+        check(
+            self.kernel in ADAMW_KERNELS,
+            f"{path}.kernel",
+            f"must be one of {', '.join(ADAMW_KERNELS)}, got {self.kernel!r}",
         )
 
 

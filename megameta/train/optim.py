@@ -37,4 +37,4 @@ def build_optimizer(
         return None
     from megameta.kernels import build_adamw
 
-    return build_adamw(groups, device=device, **hyper)
+    return build_adamw(groups, device=device, kernel=optim.kernel, **hyper)

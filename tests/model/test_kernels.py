@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from megameta import kernels
+from megameta.errors import ConfigError
 from megameta.kernels import (
     build_adamw,
     detect_kernels,
@@ -90,13 +91,68 @@ def test_layer_norm_class_on_cpu_is_torch() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_uses_fused_optimizer_and_flash_capable_attention() -> None:
     report = detect_kernels("cuda")
-    assert report["optimizer"]["active"] in {"apex.FusedAdam", "torch.optim.AdamW(fused=True)"}
+    assert report["optimizer"]["active"] in kernels.ADAMW_KERNELS.values()
+    assert report["optimizer"]["why"].startswith("fastest measured per step: ")
+    assert set(kernels._MEASURED["cuda"][1]) >= {"torch-fused", "torch-foreach"}
     assert report["attention"]["active"].startswith("sdpa-")
     p = torch.nn.Parameter(torch.ones(3, device="cuda"))
     opt = build_adamw([p], lr=0.1, device="cuda")
     p.sum().backward()
     opt.step()
     assert torch.all(p < 1.0)
+
+
+def test_adamw_kernel_names_match_the_config_choices() -> None:
+    from megameta.train.config import ADAMW_KERNELS
+
+    assert ADAMW_KERNELS == ("auto", *kernels.ADAMW_KERNELS)
+
+
+def test_build_adamw_named_kernel_or_a_clear_refusal() -> None:
+    params = [torch.nn.Parameter(torch.ones(3))]
+    opt = build_adamw(params, lr=0.1, device="cpu", kernel="torch-foreach")
+    assert type(opt) is torch.optim.AdamW and opt.defaults["foreach"] is True
+    for kernel, reason in (
+        ("apex", "device is cpu"),
+        ("deepspeed", "device is cpu"),
+        ("adam8bit", "must be"),
+    ):
+        with pytest.raises(ConfigError, match=f"^optim.kernel: .*{reason}"):
+            build_adamw(params, lr=0.1, device="cpu", kernel=kernel)
+
+
+def test_measure_adamw_times_each_kernel_that_runs_here() -> None:
+    times = kernels.measure_adamw("cpu", numel=1 << 12, tensors=4, steps=2)
+    usable = {k for k, why in kernels.adamw_kernels("cpu").items() if why is None}
+    assert set(times) == usable and "torch-foreach" in times
+    assert all(ms > 0 for ms in times.values())
+
+
+def test_auto_on_cuda_takes_the_fastest_measured_kernel_and_reports_the_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The choice logic, without a GPU: measurement is stubbed, and it runs once per process."""
+    calls = []
+
+    def fake_measure(device):
+        calls.append(device)
+        return {"torch-fused": 3.0, "torch-foreach": 7.5, "apex": 2.5}
+
+    monkeypatch.setattr(kernels, "measure_adamw", fake_measure)
+    monkeypatch.setattr(kernels, "_MEASURED", {})
+    assert kernels.choose_adamw("cuda") == "apex" == kernels.choose_adamw("cuda")
+    assert len(calls) == 1
+    report = kernels._optimizer_choice(torch.device("cuda"), "auto")
+    assert report["active"] == "apex.FusedAdam"
+    times = "torch-fused 3.00 ms, torch-foreach 7.50 ms, apex 2.50 ms"
+    assert report["why"] == f"fastest measured per step: {times}"
+    # A named kernel is reported as configured, with no measurement (and no collective).
+    named = kernels._optimizer_choice(torch.device("cuda"), "torch-foreach")
+    assert named == {"active": "torch.optim.AdamW(foreach=True)", "why": "optim.kernel: torch-foreach"}
+    assert len(calls) == 1
+    assert kernels.choose_adamw("cpu") == (
+        "torch-fused" if kernels._torch_fused_adamw(torch.device("cpu")) else "torch-foreach"
+    )
 
 
 def test_build_adamw_fused_and_foreach_take_the_same_step() -> None:

@@ -65,3 +65,27 @@ def test_offload_is_detected_from_the_template(template, offload):
     from megameta.train.ds_config import load_template
 
     assert uses_offload(load_template(f"ds_configs/{template}")) is offload
+
+
+@pytest.mark.parametrize("template", ["zero1.json", "zero2_offload.json"])
+def test_phase_banner_names_the_optimizer_that_steps(template):
+    """The start-up kernel report names the AdamW kernel built (``optim.kernel``), or DeepSpeed's CPU
+    Adam when ZeRO-Offload steps the optimizer instead."""
+    import torch
+
+    from megameta.config import load_config
+    from megameta.train.build import phase_banner
+
+    cfg = load_config("configs/demo/pipeline.yaml", ["optim.kernel=torch-foreach"])
+    ds = render_ds_config(
+        _train(deepspeed_config=f"ds_configs/{template}"), 2, 1.0, fp16_supported=False, check_ops=False
+    )
+    banner = phase_banner(cfg, cfg.resolve_phase("meta"), 10, 16, 2, ds, torch.device("cpu"))
+    optimizer_row = next(line for line in banner.splitlines() if line.startswith("optimizer "))
+    if uses_offload(ds):
+        assert "deepspeed.ops.adam.DeepSpeedCPUAdam" in optimizer_row and "ZeRO-Offload" in optimizer_row
+    else:
+        assert (
+            "torch.optim.AdamW(foreach=True)" in optimizer_row
+            and "optim.kernel: torch-foreach" in optimizer_row
+        )
