@@ -240,7 +240,12 @@ def choose_adamw(device: torch.device | str | None = None, agree: bool = True) -
     return _MEASURED[dev.type][0]
 
 
-def _optimizer_choice(dev: torch.device, kernel: str) -> dict[str, str]:
+def _optimizer_choice(dev: torch.device, kernel: str | None) -> dict[str, str]:
+    if kernel is None:
+        return {
+            "active": "deepspeed.ops.adam.DeepSpeedCPUAdam",
+            "why": "ZeRO-Offload steps the optimizer on the CPU",
+        }
     if kernel != "auto":
         return {"active": ADAMW_KERNELS[kernel], "why": f"optim.kernel: {kernel}"}
     kernel = choose_adamw(dev, agree=False)  # after build_adamw's agreed choice, or a lone process
@@ -290,10 +295,11 @@ def _compile() -> dict[str, str]:
 
 
 def detect_kernels(
-    device: torch.device | str | None = None, adamw: str = "auto"
+    device: torch.device | str | None = None, adamw: str | None = "auto"
 ) -> dict[str, dict[str, str]]:
     """Kernel choices for ``device`` (default: CUDA if available, else CPU) and ``optim.kernel``
-    ``adamw``. Never a collective: call it after `build_adamw` for the choice the ranks agreed on.
+    ``adamw`` (None: ZeRO-Offload, whose CPU Adam is not ours to choose or time). Never a
+    collective: call it after `build_adamw` for the choice the ranks agreed on.
 
     Returns ``{kernel: {"active": name, "why": one-line reason}}`` for the kernels
     ``attention``, ``layer_norm``, ``optimizer``, ``dropout``, ``mixed_precision`` and ``compile``.

@@ -159,10 +159,7 @@ def phase_banner(cfg: RunConfig, phase: ResolvedPhase, total_steps: int, global_
     ``megameta inspect --env``: attention, optimizer, dropout, mixed precision, compile)."""
     from megameta.kernels import detect_kernels, format_kernel_report
 
-    report = detect_kernels(device, cfg.optim.kernel)
-    if uses_offload(ds_config):
-        why = "ZeRO-Offload steps the optimizer on the CPU"
-        report["optimizer"] = {"active": "deepspeed.ops.adam.DeepSpeedCPUAdam", "why": why}
+    report = detect_kernels(device, None if uses_offload(ds_config) else cfg.optim.kernel)
     stage = ds_config["zero_optimization"].get("stage", 0)
     tf32 = " (TF32 matmuls)" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else ""
     return (

@@ -149,7 +149,11 @@ def test_auto_on_cuda_takes_the_fastest_measured_kernel_and_reports_the_times(
     # A named kernel is reported as configured, with no measurement (and no collective).
     named = kernels._optimizer_choice(torch.device("cuda"), "torch-foreach")
     assert named == {"active": "torch.optim.AdamW(foreach=True)", "why": "optim.kernel: torch-foreach"}
-    assert len(calls) == 1
+    # Under ZeRO-Offload (None) DeepSpeed's CPU Adam steps: nothing is measured, even before any choice.
+    monkeypatch.setattr(kernels, "_MEASURED", {})
+    offload = kernels._optimizer_choice(torch.device("cuda"), None)
+    assert offload["active"] == "deepspeed.ops.adam.DeepSpeedCPUAdam" and "ZeRO-Offload" in offload["why"]
+    assert len(calls) == 1 and kernels._MEASURED == {}
     assert kernels.choose_adamw("cpu") == (
         "torch-fused" if kernels._torch_fused_adamw(torch.device("cpu")) else "torch-foreach"
     )
